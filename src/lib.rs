@@ -1,0 +1,2 @@
+//! doorhub: the gateway daemon on a building's hub.
+pub mod config;
