@@ -1,0 +1,450 @@
+//! The engine: the one owner of door state. It takes the desired parts the MQTT link receives
+//! and the events components raise, writes them to the store, and only after the store is
+//! flushed acknowledges the parts and hands the new state to the link.
+//!
+//! Work is done in groups (group commit): everything that arrived while the last flush ran is
+//! applied, flushed once, then acknowledged in arrival order. One fsync then covers many
+//! messages, which keeps durable adoption close to the broker's delivery rate.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+use rumqttc::{AsyncClient, Publish, QoS};
+use tokio::sync::{Notify, broadcast, mpsc};
+use tracing::{debug, error, info, warn};
+
+use crate::config::{Config, DoorMode};
+use crate::events::Event;
+use crate::health::{DoorCounts, Health};
+use crate::reported::{Board, ReaderState, Reported, Status};
+use crate::snapshot::{Limits, Part, SetDigest, SnapshotError, check_unique, parse_part, read_version};
+use crate::store::{
+    Assembly, Change, DesiredMeta, DoorRecord, ErrorReport, SetState, Store, StoreError,
+};
+use crate::topics::{Incoming, Topics};
+
+/// Most messages applied under one flush.
+const GROUP: usize = 512;
+
+/// A message the link received, with what is needed to acknowledge it.
+#[derive(Debug)]
+pub struct Inbound {
+    /// The message.
+    pub publish: Publish,
+    /// The client to acknowledge through; `None` when nothing is to be acknowledged.
+    pub client: Option<AsyncClient>,
+}
+
+/// The engine's errors: the store failed, and the daemon cannot go on safely.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What the engine shares with the other components.
+#[derive(Clone)]
+pub struct Shared {
+    /// The store.
+    pub store: Store,
+    /// Health figures.
+    pub health: Arc<Health>,
+    /// The latest reported state of each door.
+    pub board: Arc<Board>,
+    /// Signalled when new events are in the outbox.
+    pub events_ready: Arc<Notify>,
+}
+
+/// The engine's inputs.
+pub struct Inputs {
+    /// Messages from the link.
+    pub inbound: mpsc::Receiver<Inbound>,
+    /// Events from components.
+    pub events: mpsc::Receiver<Event>,
+    /// Says stop.
+    pub shutdown: broadcast::Receiver<()>,
+}
+
+/// The engine task.
+pub struct Engine {
+    topics: Topics,
+    limits: Limits,
+    max_queued: u64,
+    modes: HashMap<String, DoorMode>,
+    shared: Shared,
+    inputs: Inputs,
+    doors: BTreeMap<String, DoorRecord>,
+    reader_since: String,
+    /// Set when a damaged record was dropped: the link then subscribes afresh, so that the broker
+    /// sends the retained snapshots again.
+    resubscribe: bool,
+}
+
+impl Engine {
+    /// Loads every door from the store and brings `hub` doors' applied state up to date.
+    pub fn new(config: &Config, shared: Shared, inputs: Inputs) -> Result<Engine, EngineError> {
+        let modes = config
+            .door
+            .iter()
+            .map(|d| (d.id.clone(), d.mode))
+            .collect();
+        let mut engine = Engine {
+            topics: Topics::new(&config.mqtt.topic_prefix, &config.hub.id),
+            limits: Limits {
+                max_payload: config.mqtt.max_payload,
+                credentials_per_door: config.limits.credentials_per_door,
+            },
+            max_queued: config.events.max_queued,
+            modes,
+            reader_since: crate::time::rfc3339(shared.health.started_at()),
+            shared,
+            inputs,
+            doors: BTreeMap::new(),
+            resubscribe: false,
+        };
+        for (door, record) in engine.shared.store.doors()? {
+            match record {
+                Ok(record) => {
+                    engine.doors.insert(door, record);
+                }
+                Err(e) => {
+                    error!(%door, "dropping a damaged door record; the broker will resend its snapshot: {e}");
+                    engine.resubscribe = true;
+                }
+            }
+        }
+        for door in config.door.iter() {
+            engine.doors.entry(door.id.clone()).or_default();
+        }
+        // A hub door's applied state is the hub's own store: a door that was unconfigured, or
+        // configured as stored, when its snapshot arrived is applied now.
+        let mut change = Change::new();
+        for (door, record) in engine.doors.iter_mut() {
+            if engine.modes.get(door) == Some(&DoorMode::Hub) {
+                if let Some(d) = &record.desired {
+                    if record.applied.map(|a| a.version) < Some(d.set.version) {
+                        record.applied = Some(d.set);
+                        change.put_door(door, record)?;
+                    }
+                }
+            }
+        }
+        engine.shared.store.apply(change)?;
+        Ok(engine)
+    }
+
+    /// Whether the link must subscribe afresh on its first connection.
+    pub fn needs_resubscribe(&self) -> bool {
+        self.resubscribe
+    }
+
+    /// Runs until shutdown, or until the link has gone.
+    pub async fn run(mut self) -> Result<(), EngineError> {
+        self.shared.store.flush().await?;
+        let all: Vec<String> = self.doors.keys().cloned().collect();
+        self.report(all.iter());
+        let mut events_open = true;
+        loop {
+            let mut inbound = Vec::new();
+            let mut events = Vec::new();
+            tokio::select! {
+                biased;
+                _ = self.inputs.shutdown.recv() => break,
+                m = self.inputs.inbound.recv() => match m {
+                    Some(m) => inbound.push(m),
+                    None => break,
+                },
+                e = self.inputs.events.recv(), if events_open => match e {
+                    Some(e) => events.push(e),
+                    None => events_open = false,
+                },
+            }
+            while inbound.len() < GROUP {
+                match self.inputs.inbound.try_recv() {
+                    Ok(m) => inbound.push(m),
+                    Err(_) => break,
+                }
+            }
+            while events.len() < GROUP {
+                match self.inputs.events.try_recv() {
+                    Ok(e) => events.push(e),
+                    Err(_) => break,
+                }
+            }
+            self.commit(inbound, events).await?;
+        }
+        // Events already raised are stored before the process goes: the contract loses none.
+        let mut events = Vec::new();
+        while let Ok(e) = self.inputs.events.try_recv() {
+            events.push(e);
+        }
+        self.commit(Vec::new(), events).await?;
+        debug!("engine stopped");
+        Ok(())
+    }
+
+    async fn commit(&mut self, inbound: Vec<Inbound>, events: Vec<Event>) -> Result<(), EngineError> {
+        let mut touched = BTreeSet::new();
+        for m in &inbound {
+            if let Some(door) = self.handle(&m.publish)? {
+                touched.insert(door);
+            }
+        }
+        self.shared
+            .store
+            .append_events(&events, self.max_queued, |seq, e| e.to_json(seq))?;
+        self.shared.store.flush().await?;
+        for m in inbound {
+            if let (Some(client), true) = (&m.client, m.publish.qos != QoS::AtMostOnce) {
+                // Fails only when the MQTT event loop is gone, i.e. during shutdown; the broker
+                // then redelivers, and the store makes the redelivery harmless.
+                if let Err(e) = client.ack(&m.publish).await {
+                    debug!("could not acknowledge: {e}");
+                }
+            }
+        }
+        if !events.is_empty() {
+            self.shared.events_ready.notify_one();
+        }
+        self.report(touched.iter());
+        Ok(())
+    }
+
+    /// Applies one message; returns the door whose state may have changed.
+    fn handle(&mut self, publish: &Publish) -> Result<Option<String>, StoreError> {
+        let (door, level) = match self.topics.classify(&publish.topic) {
+            Incoming::Desired { door, part } => (door.to_owned(), part),
+            Incoming::InvalidDoor(door) => {
+                self.shared.health.count_invalid();
+                warn!(
+                    door = %door.escape_debug(),
+                    "ignored a desired snapshot for a door id that breaks the naming rules"
+                );
+                return Ok(None);
+            }
+            Incoming::Foreign => {
+                self.shared.health.count_invalid();
+                warn!(topic = %publish.topic.escape_debug(), "ignored a message on a topic that is not ours");
+                return Ok(None);
+            }
+        };
+        // A zero-length retained message is the cloud clearing a part: nothing to do.
+        if publish.payload.is_empty() {
+            return Ok(None);
+        }
+        let mut record = self.doors.get(&door).cloned().unwrap_or_default();
+        let mut change = Change::new();
+        self.desired_part(&door, level, &publish.payload, &mut record, &mut change)?;
+        change.put_door(&door, &record)?;
+        self.shared.store.apply(change)?;
+        self.doors.insert(door.clone(), record);
+        Ok(Some(door))
+    }
+
+    fn desired_part(
+        &self,
+        door: &str,
+        level: Result<u64, SnapshotError>,
+        payload: &[u8],
+        record: &mut DoorRecord,
+        change: &mut Change,
+    ) -> Result<(), StoreError> {
+        let topic_part = match level {
+            Ok(p) => p,
+            Err(e) => {
+                let version = (payload.len() <= self.limits.max_payload)
+                    .then(|| read_version(payload))
+                    .flatten();
+                reject(door, record, version, e);
+                return Ok(());
+            }
+        };
+        let part = match parse_part(payload, topic_part, self.limits) {
+            Ok(p) => p,
+            Err(r) => {
+                reject(door, record, r.version, r.error);
+                return Ok(());
+            }
+        };
+        let version = part.version;
+        let hash = hex::encode(&part.content_hash()[..16]);
+        if let Some(d) = &record.desired {
+            if version < d.set.version {
+                return Ok(self.stale(door, version, "older than the stored desired version"));
+            }
+            if version == d.set.version {
+                if d.part_hashes.len() == usize::from(part.parts)
+                    && d.part_hashes[usize::from(part.part)] == hash
+                {
+                    return Ok(self.stale(door, version, "already stored"));
+                }
+                reject(door, record, Some(version), SnapshotError::ContentChanged(version));
+                return Ok(());
+            }
+        }
+        if let Some(a) = &record.assembly {
+            if a.version > version {
+                return Ok(self.stale(door, version, "a newer version is being assembled"));
+            }
+            if a.version == version {
+                if a.parts != part.parts {
+                    reject(door, record, Some(version), SnapshotError::ContentChanged(version));
+                    return Ok(());
+                }
+                if let Some(h) = &a.received[usize::from(part.part)] {
+                    if *h == hash {
+                        return Ok(self.stale(door, version, "part already staged"));
+                    }
+                    reject(door, record, Some(version), SnapshotError::ContentChanged(version));
+                    return Ok(());
+                }
+            } else {
+                // A newer version supersedes the one being assembled.
+                change.remove_parts(door, a.parts);
+                record.assembly = None;
+            }
+        }
+        let assembly = record.assembly.get_or_insert_with(|| Assembly {
+            version,
+            parts: part.parts,
+            received: vec![None; usize::from(part.parts)],
+            count: 0,
+        });
+        assembly.count += part.credentials.len();
+        if assembly.count > self.limits.credentials_per_door {
+            let error = SnapshotError::TooMany {
+                count: assembly.count,
+                max: self.limits.credentials_per_door,
+            };
+            change.remove_parts(door, assembly.parts);
+            record.assembly = None;
+            reject(door, record, Some(version), error);
+            return Ok(());
+        }
+        assembly.received[usize::from(part.part)] = Some(hash);
+        if !assembly.complete() {
+            debug!(%door, version, part = part.part, parts = part.parts, "staged part");
+            change.put_part(door, &part)?;
+            return Ok(());
+        }
+        let assembly = assembly.clone();
+        self.adopt(door, part, assembly, record, change)
+    }
+
+    /// Every part of a version is here: check the whole and adopt it, in the same change that
+    /// removes the staged parts, so a crash leaves either the assembly or the adoption.
+    fn adopt(
+        &self,
+        door: &str,
+        last: Part,
+        assembly: Assembly,
+        record: &mut DoorRecord,
+        change: &mut Change,
+    ) -> Result<(), StoreError> {
+        let version = assembly.version;
+        let mut set = Vec::with_capacity(assembly.count);
+        let staged = self
+            .shared
+            .store
+            .parts_except(door, assembly.parts, last.part)?;
+        for part in staged {
+            if part.version != version {
+                return Err(StoreError::Corrupt {
+                    key: format!("p/{door}/{}", part.part),
+                    reason: format!("staged version {} is not {version}", part.version),
+                });
+            }
+            set.extend(part.credentials);
+        }
+        set.extend(last.credentials);
+        change.remove_parts(door, assembly.parts);
+        record.assembly = None;
+        if let Err(e) = check_unique(set.iter()) {
+            reject(door, record, Some(version), e);
+            return Ok(());
+        }
+        let state = SetState {
+            version,
+            count: set.len(),
+            digest: SetDigest::of(&set),
+        };
+        change.put_set(door, &set)?;
+        record.desired = Some(DesiredMeta {
+            set: state,
+            part_hashes: assembly.received.into_iter().flatten().collect(),
+        });
+        record.error = None;
+        if self.modes.get(door) == Some(&DoorMode::Hub) {
+            record.applied = Some(state);
+        }
+        info!(%door, version, credentials = state.count, digest = %state.digest, "adopted desired snapshot");
+        Ok(())
+    }
+
+    fn stale(&self, door: &str, version: u64, why: &str) {
+        self.shared.health.count_stale();
+        debug!(%door, version, "ignored desired part: {why}");
+    }
+
+    fn reported(&self, door: &str, record: &DoorRecord) -> Reported {
+        let desired = record.desired.as_ref().map_or(0, |d| d.set.version);
+        let applied = record.applied.map_or(0, |a| a.version);
+        let status = match self.modes.get(door) {
+            None => Status::Unconfigured,
+            // No reader link yet: a stored door has nobody to confirm its table.
+            Some(DoorMode::Stored) => Status::Offline,
+            Some(DoorMode::Hub) if applied == desired => Status::InSync,
+            Some(DoorMode::Hub) => Status::Pending,
+        };
+        Reported {
+            door: door.to_owned(),
+            desired,
+            applied,
+            status,
+            credentials: record.applied.map_or(0, |a| a.count),
+            digest: record
+                .applied
+                .map_or(SetDigest::default(), |a| a.digest)
+                .to_string(),
+            reader: ReaderState {
+                online: false,
+                since: self.reader_since.clone(),
+            },
+            error: record.error.clone(),
+        }
+    }
+
+    fn report<'a>(&self, doors: impl Iterator<Item = &'a String>) {
+        for door in doors {
+            if let Some(record) = self.doors.get(door) {
+                self.shared.board.update(self.reported(door, record));
+            }
+        }
+        let mut counts = DoorCounts::default();
+        for (door, record) in &self.doors {
+            if !self.modes.contains_key(door) {
+                counts.unconfigured += 1;
+                continue;
+            }
+            counts.total += 1;
+            match self.reported(door, record).status {
+                Status::InSync => counts.in_sync += 1,
+                Status::Pending => counts.pending += 1,
+                Status::Offline => counts.offline += 1,
+                Status::Error => counts.error += 1,
+                Status::Unconfigured => {}
+            }
+        }
+        self.shared.health.set_doors(counts);
+    }
+}
+
+fn reject(door: &str, record: &mut DoorRecord, version: Option<u64>, error: SnapshotError) {
+    let reason = error.to_string();
+    match version {
+        Some(v) => info!(%door, version = v, "rejected desired snapshot: {reason}"),
+        None => info!(%door, "rejected desired snapshot: {reason}"),
+    }
+    record.error = Some(ErrorReport { version, reason });
+}

@@ -1,0 +1,226 @@
+//! The hub's health (`{prefix}/{hub}/health`): counters that components update, and the
+//! payloads the MQTT link publishes, including the last will and the shutdown notice.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Instant, SystemTime};
+
+use serde::Serialize;
+use tokio::sync::Notify;
+
+use crate::store::OutboxStats;
+
+/// Doors by status, as health reports them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct DoorCounts {
+    /// Configured doors.
+    pub total: usize,
+    /// Configured doors in sync.
+    pub in_sync: usize,
+    /// Configured doors with a sync queued or under way.
+    pub pending: usize,
+    /// Configured doors whose reader does not answer.
+    pub offline: usize,
+    /// Configured doors whose last sync failed.
+    pub error: usize,
+    /// Doors the cloud knows that are not configured here.
+    pub unconfigured: usize,
+}
+
+/// Health figures shared by the components.
+#[derive(Debug)]
+pub struct Health {
+    hub: String,
+    started_at: SystemTime,
+    started: Instant,
+    rejected_invalid: AtomicU64,
+    rejected_stale: AtomicU64,
+    mqtt_connected: AtomicBool,
+    doors: Mutex<DoorCounts>,
+    /// Signalled when door counts or a link changed, so health goes out within a second.
+    pub changed: Notify,
+}
+
+#[derive(Serialize)]
+struct Wire<'a> {
+    hub: &'a str,
+    online: bool,
+    version: &'static str,
+    started_at: String,
+    uptime_s: u64,
+    doors: DoorCounts,
+    buses: [(); 0],
+    outbox: Outbox,
+    rejected: Rejected,
+    store: StoreFigures,
+    at: String,
+}
+
+#[derive(Serialize)]
+struct Outbox {
+    events: u64,
+    dropped: u64,
+}
+
+#[derive(Serialize)]
+struct Rejected {
+    invalid: u64,
+    stale: u64,
+}
+
+#[derive(Serialize)]
+struct StoreFigures {
+    bytes: u64,
+}
+
+#[derive(Serialize)]
+struct Offline<'a> {
+    hub: &'a str,
+    online: bool,
+    reason: &'a str,
+}
+
+impl Health {
+    /// Fresh figures for `hub`, started now.
+    pub fn new(hub: &str) -> Health {
+        Health {
+            hub: hub.to_owned(),
+            started_at: SystemTime::now(),
+            started: Instant::now(),
+            rejected_invalid: AtomicU64::new(0),
+            rejected_stale: AtomicU64::new(0),
+            mqtt_connected: AtomicBool::new(false),
+            doors: Mutex::new(DoorCounts::default()),
+            changed: Notify::new(),
+        }
+    }
+
+    /// When the daemon started.
+    pub fn started_at(&self) -> SystemTime {
+        self.started_at
+    }
+
+    /// Counts an input rejected because it could not be attributed to a door.
+    pub fn count_invalid(&self) {
+        self.rejected_invalid.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a stale or repeated snapshot that was ignored.
+    pub fn count_stale(&self) {
+        self.rejected_stale.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// `(invalid, stale)` so far.
+    pub fn rejected(&self) -> (u64, u64) {
+        (
+            self.rejected_invalid.load(Ordering::Relaxed),
+            self.rejected_stale.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Records the MQTT link's state.
+    pub fn set_mqtt_connected(&self, connected: bool) {
+        self.mqtt_connected.store(connected, Ordering::Relaxed);
+    }
+
+    /// Whether the MQTT link is up.
+    pub fn mqtt_connected(&self) -> bool {
+        self.mqtt_connected.load(Ordering::Relaxed)
+    }
+
+    /// Records the door counts, signalling a change.
+    pub fn set_doors(&self, counts: DoorCounts) {
+        let mut doors = self.doors.lock().unwrap_or_else(|e| e.into_inner());
+        if *doors != counts {
+            *doors = counts;
+            drop(doors);
+            self.changed.notify_one();
+        }
+    }
+
+    /// The current door counts.
+    pub fn doors(&self) -> DoorCounts {
+        *self.doors.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The retained health payload.
+    pub fn to_json(&self, outbox: OutboxStats, store_bytes: u64) -> Vec<u8> {
+        let (invalid, stale) = self.rejected();
+        let wire = Wire {
+            hub: &self.hub,
+            online: true,
+            version: env!("CARGO_PKG_VERSION"),
+            started_at: crate::time::rfc3339(self.started_at),
+            uptime_s: self.started.elapsed().as_secs(),
+            doors: self.doors(),
+            buses: [],
+            outbox: Outbox {
+                events: outbox.events,
+                dropped: outbox.dropped,
+            },
+            rejected: Rejected { invalid, stale },
+            store: StoreFigures { bytes: store_bytes },
+            at: crate::time::now(),
+        };
+        // Plain numbers and strings always serialise.
+        serde_json::to_vec(&wire).unwrap_or_default()
+    }
+
+    /// The last will: the broker publishes it when the link is lost.
+    pub fn will(&self) -> Vec<u8> {
+        self.offline("connection_lost")
+    }
+
+    /// What a clean shutdown publishes.
+    pub fn shutdown(&self) -> Vec<u8> {
+        self.offline("shutdown")
+    }
+
+    fn offline(&self, reason: &str) -> Vec<u8> {
+        serde_json::to_vec(&Offline {
+            hub: &self.hub,
+            online: false,
+            reason,
+        })
+        .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payloads_have_the_contract_fields() {
+        let h = Health::new("bldg-12-hub-1");
+        h.count_stale();
+        h.set_doors(DoorCounts {
+            total: 4,
+            in_sync: 3,
+            pending: 1,
+            ..DoorCounts::default()
+        });
+        let v: serde_json::Value = serde_json::from_slice(&h.to_json(
+            OutboxStats {
+                events: 2,
+                dropped: 1,
+            },
+            123,
+        ))
+        .unwrap();
+        for key in [
+            "hub", "online", "version", "started_at", "uptime_s", "doors", "buses", "outbox",
+            "rejected", "store", "at",
+        ] {
+            assert!(v.get(key).is_some(), "{key} missing in {v}");
+        }
+        assert_eq!(v["doors"]["pending"], 1);
+        assert_eq!(v["rejected"], serde_json::json!({"invalid": 0, "stale": 1}));
+        assert_eq!(v["outbox"], serde_json::json!({"events": 2, "dropped": 1}));
+        let will: serde_json::Value = serde_json::from_slice(&h.will()).unwrap();
+        assert_eq!(
+            will,
+            serde_json::json!({"hub": "bldg-12-hub-1", "online": false, "reason": "connection_lost"})
+        );
+    }
+}

@@ -1,0 +1,533 @@
+//! The durable store, in sled: every door's desired set and applied state, the parts of a
+//! snapshot still being assembled, and the event outbox with its sequence numbers.
+//!
+//! Everything lives in one sled tree under key prefixes, so that each change is one atomic
+//! `apply_batch`: a power cut at any instant leaves either the state before a change or the
+//! state after it. Nothing is acknowledged upstream before [`Store::flush`] returns.
+//!
+//! | key | value |
+//! |---|---|
+//! | `d/{door}` | [`DoorRecord`], JSON (small; fields can be added later) |
+//! | `s/{door}` | the desired credential set, postcard |
+//! | `p/{door}/{part u16 BE}` | a staged [`Part`], postcard |
+//! | `o/{seq u64 BE}` | one event as published, JSON |
+//! | `m/next_seq`, `m/dropped` | outbox counters, u64 BE |
+
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use serde::{Deserialize, Serialize};
+
+use crate::snapshot::{Credential, Part, SetDigest};
+
+/// Errors of the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The data directory could not be created or secured.
+    #[error("data directory {path}: {source}")]
+    Dir {
+        /// The directory.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// sled failed.
+    #[error("store: {0}")]
+    Sled(#[from] sled::Error),
+    /// A value on disk could not be decoded.
+    #[error("store: the value at {key} is corrupt: {reason}")]
+    Corrupt {
+        /// The key, printable.
+        key: String,
+        /// What the decoder said.
+        reason: String,
+    },
+    /// A value could not be encoded (never expected; reported rather than unwrapped).
+    #[error("store: cannot encode {key}: {reason}")]
+    Encode {
+        /// The key, printable.
+        key: String,
+        /// What the encoder said.
+        reason: String,
+    },
+}
+
+/// What the hub keeps about one door.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DoorRecord {
+    /// The adopted desired snapshot, if any.
+    pub desired: Option<DesiredMeta>,
+    /// What the door has confirmed enforcing, if anything.
+    pub applied: Option<SetState>,
+    /// The last rejected snapshot or failed sync.
+    pub error: Option<ErrorReport>,
+    /// The newest version being assembled from its parts.
+    pub assembly: Option<Assembly>,
+}
+
+/// The adopted desired snapshot's summary; the set itself is under `s/{door}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DesiredMeta {
+    /// Version, count and digest.
+    pub set: SetState,
+    /// Content hash of each part, to tell a redelivery from a changed republish.
+    pub part_hashes: Vec<String>,
+}
+
+/// A version of a set, with its size and digest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SetState {
+    /// The snapshot version.
+    pub version: u64,
+    /// How many credentials.
+    pub count: usize,
+    /// The set digest.
+    pub digest: SetDigest,
+}
+
+/// The `reported.error` object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorReport {
+    /// The version concerned, `None` when it could not be read.
+    pub version: Option<u64>,
+    /// Why.
+    pub reason: String,
+}
+
+/// A version whose parts are arriving.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Assembly {
+    /// The version.
+    pub version: u64,
+    /// Its part count.
+    pub parts: u16,
+    /// The content hash of each part received so far.
+    pub received: Vec<Option<String>>,
+    /// Credentials received so far, to enforce the per-door limit early.
+    pub count: usize,
+}
+
+impl Assembly {
+    /// Whether every part has arrived.
+    pub fn complete(&self) -> bool {
+        self.received.iter().all(Option::is_some)
+    }
+}
+
+/// One atomic change to the store.
+pub struct Change {
+    batch: sled::Batch,
+}
+
+impl Change {
+    /// Starts an empty change.
+    pub fn new() -> Change {
+        Change {
+            batch: sled::Batch::default(),
+        }
+    }
+
+    /// Writes a door's record.
+    pub fn put_door(&mut self, door: &str, record: &DoorRecord) -> Result<(), StoreError> {
+        let key = door_key(door);
+        let value = serde_json::to_vec(record).map_err(|e| encode_error(&key, e))?;
+        self.batch.insert(key, value);
+        Ok(())
+    }
+
+    /// Stages one part of a version being assembled.
+    pub fn put_part(&mut self, door: &str, part: &Part) -> Result<(), StoreError> {
+        let key = part_key(door, part.part);
+        let value = postcard::to_stdvec(part).map_err(|e| encode_error(&key, e))?;
+        self.batch.insert(key, value);
+        Ok(())
+    }
+
+    /// Removes staged parts `0..parts` of a door.
+    pub fn remove_parts(&mut self, door: &str, parts: u16) {
+        for p in 0..parts {
+            self.batch.remove(part_key(door, p));
+        }
+    }
+
+    /// Replaces a door's desired set.
+    pub fn put_set(&mut self, door: &str, set: &[Credential]) -> Result<(), StoreError> {
+        let key = set_key(door);
+        let value = postcard::to_stdvec(set).map_err(|e| encode_error(&key, e))?;
+        self.batch.insert(key, value);
+        Ok(())
+    }
+}
+
+impl Default for Change {
+    fn default() -> Self {
+        Change::new()
+    }
+}
+
+/// The store. Cloning is cheap and shares the same database.
+#[derive(Clone)]
+pub struct Store {
+    db: sled::Db,
+    outbox: Arc<Mutex<OutboxMeta>>,
+}
+
+#[derive(Debug)]
+struct OutboxMeta {
+    next_seq: u64,
+    len: u64,
+    dropped: u64,
+}
+
+/// The outbox's figures for health.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutboxStats {
+    /// Events waiting to be acknowledged by the broker.
+    pub events: u64,
+    /// Events dropped because the outbox was full.
+    pub dropped: u64,
+}
+
+const NEXT_SEQ: &[u8] = b"m/next_seq";
+const DROPPED: &[u8] = b"m/dropped";
+const OUTBOX: &[u8] = b"o/";
+
+impl Store {
+    /// Opens (or creates, mode 0700) the store in `dir`.
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        let dir_err = |source| StoreError::Dir {
+            path: dir.to_owned(),
+            source,
+        };
+        if !dir.exists() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(dir_err)?;
+        }
+        // The store holds every door's credentials: nobody but the service may read it.
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(dir_err)?;
+        let db = sled::Config::new()
+            .path(dir.join("db"))
+            // sled's default cache is 1 GiB; a hub's working set is far smaller.
+            .cache_capacity(16 * 1024 * 1024)
+            .open()?;
+        let next_seq = read_u64(&db, NEXT_SEQ)?.unwrap_or(1);
+        let dropped = read_u64(&db, DROPPED)?.unwrap_or(0);
+        let len = db.scan_prefix(OUTBOX).count() as u64;
+        Ok(Store {
+            db,
+            outbox: Arc::new(Mutex::new(OutboxMeta {
+                next_seq,
+                len,
+                dropped,
+            })),
+        })
+    }
+
+    /// Applies one change atomically (not yet flushed).
+    pub fn apply(&self, change: Change) -> Result<(), StoreError> {
+        Ok(self.db.apply_batch(change.batch)?)
+    }
+
+    /// Makes everything applied so far durable.
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush_async().await?;
+        Ok(())
+    }
+
+    /// Every door record, by door id; a record that cannot be decoded is an error of its own,
+    /// so one bad record does not hide the others.
+    #[allow(clippy::type_complexity)]
+    pub fn doors(&self) -> Result<Vec<(String, Result<DoorRecord, StoreError>)>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.db.scan_prefix(b"d/") {
+            let (k, v) = item?;
+            let door = String::from_utf8_lossy(&k[2..]).into_owned();
+            let record = serde_json::from_slice(&v).map_err(|e| corrupt(&k, e));
+            out.push((door, record));
+        }
+        Ok(out)
+    }
+
+    /// A door's desired set (empty if none).
+    pub fn set(&self, door: &str) -> Result<Vec<Credential>, StoreError> {
+        let key = set_key(door);
+        match self.db.get(&key)? {
+            Some(v) => postcard::from_bytes(&v).map_err(|e| corrupt(&key, e)),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// A door's staged parts `0..parts` except `skip`, in order; a missing part is an error.
+    pub fn parts_except(&self, door: &str, parts: u16, skip: u16) -> Result<Vec<Part>, StoreError> {
+        (0..parts)
+            .filter(|&p| p != skip)
+            .map(|p| {
+                let key = part_key(door, p);
+                let v = self.db.get(&key)?.ok_or_else(|| StoreError::Corrupt {
+                    key: printable(&key),
+                    reason: "staged part is missing".to_owned(),
+                })?;
+                postcard::from_bytes(&v).map_err(|e| corrupt(&key, e))
+            })
+            .collect()
+    }
+
+    /// Bytes the store takes on disk.
+    pub fn size_on_disk(&self) -> u64 {
+        self.db.size_on_disk().unwrap_or(0)
+    }
+
+    fn outbox_meta(&self) -> MutexGuard<'_, OutboxMeta> {
+        // A panic while holding this lock would already have ended the daemon; recover the data.
+        self.outbox.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Appends events, giving each the next `seq`; `render(seq)` makes its payload. When the
+    /// outbox already holds `max_queued` events, the oldest are dropped and counted.
+    pub fn append_events<T>(
+        &self,
+        events: &[T],
+        max_queued: u64,
+        render: impl Fn(u64, &T) -> Vec<u8>,
+    ) -> Result<(), StoreError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let mut meta = self.outbox_meta();
+        let mut batch = sled::Batch::default();
+        let mut seq = meta.next_seq;
+        for e in events {
+            batch.insert(&event_key(seq)[..], render(seq, e));
+            seq += 1;
+        }
+        let added = events.len() as u64;
+        let over = (meta.len + added).saturating_sub(max_queued);
+        let mut doomed = Vec::new();
+        if over > 0 {
+            // Oldest first: what is still stored, then the oldest of this batch.
+            for item in self.db.scan_prefix(OUTBOX).keys().take(over as usize) {
+                doomed.push(item?);
+            }
+            let mut s = meta.next_seq;
+            while (doomed.len() as u64) < over {
+                doomed.push(sled::IVec::from(&event_key(s)[..]));
+                s += 1;
+            }
+            for k in &doomed {
+                batch.remove(k.clone());
+            }
+            batch.insert(DROPPED, &(meta.dropped + over).to_be_bytes()[..]);
+        }
+        batch.insert(NEXT_SEQ, &seq.to_be_bytes()[..]);
+        self.db.apply_batch(batch)?;
+        meta.next_seq = seq;
+        meta.len = meta.len + added - over;
+        meta.dropped += over;
+        Ok(())
+    }
+
+    /// Up to `limit` stored events with `seq >= from`, in order.
+    pub fn events_from(&self, from: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        let mut out = Vec::new();
+        for item in self
+            .db
+            .range(event_key(from)..event_key(u64::MAX))
+            .take(limit)
+        {
+            let (k, v) = item?;
+            let mut seq = [0u8; 8];
+            if k.len() != 10 {
+                return Err(StoreError::Corrupt {
+                    key: printable(&k),
+                    reason: "bad outbox key".to_owned(),
+                });
+            }
+            seq.copy_from_slice(&k[2..]);
+            out.push((u64::from_be_bytes(seq), v.to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// Removes an event the broker acknowledged. Not flushed: a crash merely resends it.
+    pub fn remove_event(&self, seq: u64) -> Result<(), StoreError> {
+        let mut meta = self.outbox_meta();
+        if self.db.remove(event_key(seq))?.is_some() {
+            meta.len = meta.len.saturating_sub(1);
+        }
+        Ok(())
+    }
+
+    /// The lowest stored event's seq, or the next one to be given if the outbox is empty.
+    pub fn first_event_seq(&self) -> Result<u64, StoreError> {
+        let next = self.outbox_meta().next_seq;
+        match self.events_from(0, 1)?.first() {
+            Some((seq, _)) => Ok(*seq),
+            None => Ok(next),
+        }
+    }
+
+    /// The outbox's figures.
+    pub fn outbox_stats(&self) -> OutboxStats {
+        let meta = self.outbox_meta();
+        OutboxStats {
+            events: meta.len,
+            dropped: meta.dropped,
+        }
+    }
+}
+
+fn door_key(door: &str) -> Vec<u8> {
+    format!("d/{door}").into_bytes()
+}
+
+fn set_key(door: &str) -> Vec<u8> {
+    format!("s/{door}").into_bytes()
+}
+
+fn part_key(door: &str, part: u16) -> Vec<u8> {
+    let mut k = format!("p/{door}/").into_bytes();
+    k.extend_from_slice(&part.to_be_bytes());
+    k
+}
+
+fn event_key(seq: u64) -> [u8; 10] {
+    let mut k = [0u8; 10];
+    k[..2].copy_from_slice(OUTBOX);
+    k[2..].copy_from_slice(&seq.to_be_bytes());
+    k
+}
+
+fn read_u64(db: &sled::Db, key: &[u8]) -> Result<Option<u64>, StoreError> {
+    match db.get(key)? {
+        None => Ok(None),
+        Some(v) => {
+            let bytes: [u8; 8] = v.as_ref().try_into().map_err(|_| StoreError::Corrupt {
+                key: printable(key),
+                reason: format!("{} bytes, expected 8", v.len()),
+            })?;
+            Ok(Some(u64::from_be_bytes(bytes)))
+        }
+    }
+}
+
+fn printable(key: &[u8]) -> String {
+    key.iter()
+        .map(|&b| {
+            if b.is_ascii_graphic() {
+                (b as char).to_string()
+            } else {
+                format!("\\x{b:02x}")
+            }
+        })
+        .collect()
+}
+
+fn corrupt(key: impl AsRef<[u8]>, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt {
+        key: printable(key.as_ref()),
+        reason: e.to_string(),
+    }
+}
+
+fn encode_error(key: &[u8], e: impl std::fmt::Display) -> StoreError {
+    StoreError::Encode {
+        key: printable(key),
+        reason: e.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn render(seq: u64, body: &&str) -> Vec<u8> {
+        format!("{seq}:{body}").into_bytes()
+    }
+
+    #[tokio::test]
+    async fn outbox_keeps_seq_across_reopen_and_drops_oldest() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            store.append_events(&["a", "b", "c"], 4, render).unwrap();
+            store.remove_event(1).unwrap();
+            store.flush().await.unwrap();
+            assert_eq!(store.outbox_stats(), OutboxStats { events: 2, dropped: 0 });
+        }
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.first_event_seq().unwrap(), 2);
+        store.append_events(&["d", "e", "f"], 4, render).unwrap();
+        // 2 stored + 3 new = 5 > 4: the oldest (seq 2) goes.
+        assert_eq!(store.outbox_stats(), OutboxStats { events: 4, dropped: 1 });
+        let seqs: Vec<u64> = store.events_from(0, 10).unwrap().iter().map(|e| e.0).collect();
+        assert_eq!(seqs, vec![3, 4, 5, 6]);
+        assert_eq!(store.events_from(5, 10).unwrap()[0].1, b"5:e".to_vec());
+        // A batch larger than the bound keeps only its newest.
+        store.append_events(&["g", "h", "i", "j", "k"], 4, render).unwrap();
+        let seqs: Vec<u64> = store.events_from(0, 10).unwrap().iter().map(|e| e.0).collect();
+        assert_eq!(seqs, vec![8, 9, 10, 11]);
+        assert_eq!(store.outbox_stats(), OutboxStats { events: 4, dropped: 6 });
+    }
+
+    #[tokio::test]
+    async fn door_records_sets_and_parts_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let cred = Credential {
+            id: "a".into(),
+            bits: 8,
+            data: vec![1],
+            not_before: 0,
+            not_after: 7,
+        };
+        let part = Part {
+            version: 3,
+            part: 1,
+            parts: 2,
+            credentials: vec![cred.clone()],
+        };
+        let record = DoorRecord {
+            error: Some(ErrorReport {
+                version: None,
+                reason: "x".into(),
+            }),
+            ..DoorRecord::default()
+        };
+        let mut change = Change::new();
+        change.put_door("lobby", &record).unwrap();
+        change.put_part("lobby", &part).unwrap();
+        change.put_set("lobby", std::slice::from_ref(&cred)).unwrap();
+        store.apply(change).unwrap();
+        let doors = store.doors().unwrap();
+        assert_eq!(doors.len(), 1);
+        assert_eq!(doors[0].0, "lobby");
+        assert_eq!(doors[0].1.as_ref().unwrap(), &record);
+        assert_eq!(store.set("lobby").unwrap(), vec![cred]);
+        assert!(store.parts_except("lobby", 2, 9).is_err(), "part 0 is missing");
+        let mut change = Change::new();
+        change.put_part("lobby", &Part { part: 0, ..part.clone() }).unwrap();
+        store.apply(change).unwrap();
+        assert_eq!(store.parts_except("lobby", 2, 0).unwrap(), vec![part]);
+        let mut change = Change::new();
+        change.remove_parts("lobby", 2);
+        store.apply(change).unwrap();
+        assert!(store.parts_except("lobby", 1, 9).is_err());
+        let mode = std::fs::metadata(dir.path()).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700);
+    }
+
+    #[test]
+    fn corrupt_values_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store.db.insert(b"d/lobby", &b"{not json"[..]).unwrap();
+        store.db.insert(b"s/lobby", &b"\xff\xff\xff"[..]).unwrap();
+        assert!(matches!(store.doors().unwrap()[0].1, Err(StoreError::Corrupt { .. })));
+        assert!(matches!(store.set("lobby"), Err(StoreError::Corrupt { .. })));
+    }
+}
