@@ -1,2 +1,3 @@
 //! doorhub: the gateway daemon on a building's hub.
 pub mod config;
+pub mod tls;
