@@ -1,0 +1,153 @@
+//! Wiring: opens the store, starts the engine and the MQTT link, and stops them in order.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::sync::{Notify, broadcast, mpsc};
+use tokio::task::JoinHandle;
+use tracing::{Instrument, info, info_span};
+
+use crate::config::Config;
+use crate::engine::{Engine, Inputs, Shared};
+use crate::events::EventSender;
+use crate::health::Health;
+use crate::link::{Link, LinkSettings};
+use crate::reported::Board;
+use crate::store::Store;
+
+/// Messages from the link waiting for the engine.
+const INBOUND_QUEUE: usize = 1024;
+/// Events from components waiting for the engine.
+const EVENT_QUEUE: usize = 1024;
+
+/// A running daemon.
+pub struct Daemon {
+    shutdown: broadcast::Sender<()>,
+    events: EventSender,
+    engine: JoinHandle<anyhow::Result<()>>,
+    link: JoinHandle<anyhow::Result<()>>,
+    store: Store,
+}
+
+impl Daemon {
+    /// Opens the store and starts every component. Must be called inside a tokio runtime.
+    pub fn start(config: Config) -> anyhow::Result<Daemon> {
+        let store = Store::open(&config.hub.data_dir)
+            .with_context(|| format!("opening the store in {}", config.hub.data_dir.display()))?;
+        let shared = Shared {
+            store: store.clone(),
+            health: Arc::new(Health::new(&config.hub.id)),
+            board: Arc::new(Board::default()),
+            events_ready: Arc::new(Notify::new()),
+        };
+        let (shutdown, _) = broadcast::channel(1);
+        let (inbound_tx, inbound_rx) = mpsc::channel(INBOUND_QUEUE);
+        let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
+        let engine = Engine::new(
+            &config,
+            shared.clone(),
+            Inputs {
+                inbound: inbound_rx,
+                events: events_rx,
+                shutdown: shutdown.subscribe(),
+            },
+        )
+        .context("loading door state from the store")?;
+        let link = Link::new(
+            LinkSettings {
+                mqtt: config.mqtt.clone(),
+                hub: config.hub.id.clone(),
+                health_interval: Duration::from_secs(config.health.interval_s),
+                resubscribe: engine.needs_resubscribe(),
+            },
+            shared,
+            inbound_tx,
+            shutdown.subscribe(),
+        );
+        let hub = config.hub.id.clone();
+        let engine = tokio::spawn(
+            async move { engine.run().await.context("engine") }
+                .instrument(info_span!("engine", hub = %hub)),
+        );
+        let link = tokio::spawn(
+            async move { link.run().await.context("mqtt link") }
+                .instrument(info_span!("mqtt", hub = %config.hub.id)),
+        );
+        info!("doorhub {} started", env!("CARGO_PKG_VERSION"));
+        Ok(Daemon {
+            shutdown,
+            events: EventSender(events_tx),
+            engine,
+            link,
+            store,
+        })
+    }
+
+    /// Where components (and tests) raise events.
+    pub fn events(&self) -> EventSender {
+        self.events.clone()
+    }
+
+    /// The daemon's store (for inspection).
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Says stop; [`Daemon::wait`] then returns once everything is stored and closed.
+    pub fn shutdown(&self) {
+        // No receiver means every task has already stopped.
+        let _ = self.shutdown.send(());
+    }
+
+    /// Waits for the components to stop, then flushes the store. Fails if any of them failed.
+    pub async fn wait(self) -> anyhow::Result<()> {
+        let Daemon {
+            shutdown,
+            events,
+            engine,
+            link,
+            store,
+        } = self;
+        drop(events);
+        let mut engine = engine;
+        let mut link = link;
+        // Whichever ends first, the other is told to stop too.
+        let first = tokio::select! {
+            r = &mut engine => ("engine", r),
+            r = &mut link => ("link", r),
+        };
+        let _ = shutdown.send(());
+        let second = if first.0 == "engine" {
+            ("link", link.await)
+        } else {
+            ("engine", engine.await)
+        };
+        store.flush().await.context("flushing the store")?;
+        for (name, r) in [first, second] {
+            r.with_context(|| format!("{name} task panicked"))??;
+        }
+        info!("doorhub stopped");
+        Ok(())
+    }
+}
+
+/// Runs the daemon until SIGTERM or SIGINT, then stops it cleanly.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    use futures::StreamExt;
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook_tokio::Signals::new([SIGTERM, SIGINT])
+        .context("installing signal handlers")?;
+    let daemon = Daemon::start(config)?;
+    let stopper = daemon.shutdown.clone();
+    let handle = signals.handle();
+    tokio::spawn(async move {
+        if let Some(sig) = signals.next().await {
+            info!(signal = sig, "stopping");
+            let _ = stopper.send(());
+        }
+    });
+    let result = daemon.wait().await;
+    handle.close();
+    result
+}

@@ -1,0 +1,542 @@
+//! The MQTT link: one task that owns the rumqttc event loop. It connects (TLS by default) with a
+//! persistent session and a last will, re-subscribes when the broker kept no session, forwards
+//! what arrives to the engine, and publishes each door's reported state, the outbox's events and
+//! health.
+//!
+//! Events leave the outbox only once the broker has acknowledged them. rumqttc reports the packet
+//! id it gave each publish (`Outgoing::Publish`) in the order the publishes were queued, then the
+//! broker's `PubAck` for that id; the link pairs them with what it queued. That pairing is exact
+//! because this one task both queues publishes and polls the event loop, it queues nothing while
+//! disconnected, and it keeps fewer publishes outstanding than rumqttc has packet ids, so an id
+//! is never reused while still in flight.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::Duration;
+
+use rumqttc::{
+    AsyncClient, ConnectReturnCode, Event, EventLoop, Incoming, LastWill, MqttOptions, Outgoing,
+    QoS, SubscribeReasonCode,
+};
+use tokio::sync::{broadcast, mpsc};
+use tokio::time::{Instant, sleep_until};
+use tracing::{debug, info, warn};
+
+use crate::config::MqttConfig;
+use crate::engine::{Inbound, Shared};
+use crate::topics::Topics;
+
+/// Publishes the link keeps outstanding at once, of every kind.
+const WINDOW: usize = 256;
+/// Of those, events.
+const EVENT_WINDOW: usize = 128;
+/// rumqttc's packet ids: more than [`WINDOW`], so none is reused while in flight.
+const PACKET_IDS: u16 = 1024;
+/// rumqttc's request queue: acks from the engine (at most the broker's in-flight window) plus
+/// this link's publishes (at most [`WINDOW`]) always fit, so queueing never blocks.
+const REQUESTS: usize = 4096;
+/// How long a clean shutdown waits for the broker to take the shutdown notice.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
+/// The link's errors (all at start-up; once running it retries forever).
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    /// TLS could not be set up.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
+    /// The password file could not be read.
+    #[error("mqtt.password_file {path}: {source}")]
+    Password {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The URL has no usable host and port.
+    #[error("mqtt.url {0:?} has no usable host and port")]
+    Url(String),
+}
+
+/// What the link needs to know.
+#[derive(Debug, Clone)]
+pub struct LinkSettings {
+    /// The `[mqtt]` section.
+    pub mqtt: MqttConfig,
+    /// The hub's id.
+    pub hub: String,
+    /// `health.interval_s`.
+    pub health_interval: Duration,
+    /// Subscribe on the first connection even if the broker kept the session.
+    pub resubscribe: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tag {
+    Event(u64),
+    Reported,
+    Health,
+}
+
+/// Pairs rumqttc's packet ids with what was published.
+#[derive(Default)]
+struct Tracker {
+    queued: VecDeque<Tag>,
+    in_flight: HashMap<u16, Tag>,
+    events: usize,
+    next_event: u64,
+}
+
+impl Tracker {
+    fn reset(&mut self, next_event: u64) {
+        *self = Tracker {
+            next_event,
+            ..Tracker::default()
+        };
+    }
+
+    fn outstanding(&self) -> usize {
+        self.queued.len() + self.in_flight.len()
+    }
+
+    fn sent(&mut self, pkid: u16) {
+        // A publish resent after a reconnect keeps its id and is already paired.
+        if self.in_flight.contains_key(&pkid) {
+            return;
+        }
+        match self.queued.pop_front() {
+            Some(tag) => {
+                self.in_flight.insert(pkid, tag);
+            }
+            None => warn!(pkid, "broker link: a publish went out that the link did not queue"),
+        }
+    }
+
+    fn acked(&mut self, pkid: u16) -> Option<Tag> {
+        let tag = self.in_flight.remove(&pkid)?;
+        if let Tag::Event(_) = tag {
+            self.events -= 1;
+        }
+        Some(tag)
+    }
+}
+
+/// The MQTT link task.
+pub struct Link {
+    settings: LinkSettings,
+    topics: Topics,
+    shared: Shared,
+    inbound: mpsc::Sender<Inbound>,
+    shutdown: broadcast::Receiver<()>,
+}
+
+impl Link {
+    /// A link that forwards what arrives to `inbound`.
+    pub fn new(
+        settings: LinkSettings,
+        shared: Shared,
+        inbound: mpsc::Sender<Inbound>,
+        shutdown: broadcast::Receiver<()>,
+    ) -> Link {
+        Link {
+            topics: Topics::new(&settings.mqtt.topic_prefix, &settings.hub),
+            settings,
+            shared,
+            inbound,
+            shutdown,
+        }
+    }
+
+    fn options(&self) -> Result<MqttOptions, LinkError> {
+        let mqtt = &self.settings.mqtt;
+        let (host, port) = host_port(&mqtt.url).ok_or_else(|| LinkError::Url(mqtt.url.clone()))?;
+        let client_id = if mqtt.client_id.is_empty() {
+            self.settings.hub.clone()
+        } else {
+            mqtt.client_id.clone()
+        };
+        let mut o = MqttOptions::new(client_id, host, port);
+        o.set_keep_alive(Duration::from_secs(mqtt.keep_alive_s))
+            .set_clean_session(false)
+            .set_manual_acks(true)
+            .set_inflight(PACKET_IDS)
+            // Incoming room well above max_payload, so an oversized snapshot is rejected with a
+            // reason instead of breaking the connection (and being redelivered forever).
+            .set_max_packet_size(
+                (mqtt.max_payload.saturating_mul(4)).max(16 << 20),
+                1 << 20,
+            )
+            .set_last_will(LastWill::new(
+                self.topics.health(),
+                self.shared.health.will(),
+                QoS::AtLeastOnce,
+                true,
+            ))
+            .set_transport(crate::tls::transport(mqtt)?);
+        if let Some(user) = mqtt.username.as_deref().filter(|u| !u.is_empty()) {
+            let password = match &mqtt.password_file {
+                Some(path) => std::fs::read_to_string(path)
+                    .map_err(|source| LinkError::Password {
+                        path: path.clone(),
+                        source,
+                    })?
+                    .trim_end_matches(['\r', '\n'])
+                    .to_owned(),
+                None => String::new(),
+            };
+            o.set_credentials(user, password);
+        }
+        Ok(o)
+    }
+
+    /// Runs until shutdown: connects, reconnects with backoff forever, and on shutdown publishes
+    /// the `shutdown` health notice and disconnects.
+    pub async fn run(mut self) -> Result<(), LinkError> {
+        let options = self.options()?;
+        let (client, mut eventloop) = AsyncClient::new(options, REQUESTS);
+        let mut state = State {
+            client,
+            tracker: Tracker::default(),
+            connected: false,
+            ever_connected: false,
+            health_pending: false,
+        };
+        let mut backoff = Backoff::default();
+        let mut retry_at: Option<Instant> = None;
+        let mut health_tick = tokio::time::interval(self.settings.health_interval);
+        health_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut health_due: Option<Instant> = None;
+        let mut last_health = Instant::now();
+        loop {
+            tokio::select! {
+                _ = self.shutdown.recv() => break,
+                ev = eventloop.poll(), if retry_at.is_none() => match ev {
+                    Ok(ev) => {
+                        if let Event::Incoming(Incoming::ConnAck(_)) = &ev {
+                            backoff = Backoff::default();
+                        }
+                        self.on_event(&mut state, ev).await;
+                    }
+                    Err(e) => {
+                        let delay = backoff.next();
+                        if state.connected {
+                            warn!("lost the broker connection: {e}; reconnecting in {delay:?}");
+                        } else {
+                            warn!("cannot connect to the broker: {e}; retrying in {delay:?}");
+                        }
+                        if state.connected {
+                            state.connected = false;
+                            self.shared.health.set_mqtt_connected(false);
+                        }
+                        retry_at = Some(Instant::now() + delay);
+                    }
+                },
+                _ = sleep_until(retry_at.unwrap_or_else(Instant::now)), if retry_at.is_some() => {
+                    retry_at = None;
+                }
+                _ = self.shared.board.changed.notified() => self.pump(&mut state),
+                _ = self.shared.events_ready.notified() => self.pump(&mut state),
+                _ = health_tick.tick() => {
+                    state.health_pending = true;
+                    last_health = Instant::now();
+                    self.pump(&mut state);
+                }
+                _ = self.shared.health.changed.notified() => {
+                    // At most one health message a second, and a change waits no longer.
+                    health_due.get_or_insert((last_health + Duration::from_secs(1)).max(Instant::now()));
+                }
+                _ = sleep_until(health_due.unwrap_or_else(Instant::now)), if health_due.is_some() => {
+                    health_due = None;
+                    state.health_pending = true;
+                    last_health = Instant::now();
+                    self.pump(&mut state);
+                }
+            }
+        }
+        self.close(&mut state, &mut eventloop).await;
+        Ok(())
+    }
+
+    async fn on_event(&mut self, state: &mut State, ev: Event) {
+        match ev {
+            Event::Incoming(Incoming::ConnAck(ack)) => {
+                if ack.code != ConnectReturnCode::Success {
+                    warn!("the broker refused the connection: {:?}", ack.code);
+                    return;
+                }
+                info!(
+                    url = %self.settings.mqtt.url,
+                    session_present = ack.session_present,
+                    "connected to the broker"
+                );
+                let fresh = !ack.session_present || !state.ever_connected;
+                if fresh {
+                    // rumqttc resends nothing of an earlier session (or process): start over
+                    // from the oldest event still in the outbox.
+                    let first = self.shared.store.first_event_seq().unwrap_or_else(|e| {
+                        warn!("cannot read the outbox: {e}");
+                        state.tracker.next_event
+                    });
+                    state.tracker.reset(first);
+                }
+                if !ack.session_present || (self.settings.resubscribe && !state.ever_connected) {
+                    let filter = self.topics.desired_filter();
+                    if let Err(e) = state.client.try_subscribe(filter, QoS::AtLeastOnce) {
+                        warn!("cannot subscribe: {e}");
+                    }
+                }
+                state.connected = true;
+                state.ever_connected = true;
+                self.shared.health.set_mqtt_connected(true);
+                // A restarted broker may have lost every retained message: publish them all.
+                self.shared.board.mark_all();
+                state.health_pending = true;
+                self.pump(state);
+            }
+            Event::Incoming(Incoming::Publish(publish)) => {
+                let m = Inbound {
+                    publish,
+                    client: Some(state.client.clone()),
+                };
+                if self.inbound.send(m).await.is_err() {
+                    debug!("engine gone; not forwarding");
+                }
+            }
+            Event::Incoming(Incoming::PubAck(ack)) => {
+                if let Some(Tag::Event(seq)) = state.tracker.acked(ack.pkid) {
+                    if let Err(e) = self.shared.store.remove_event(seq) {
+                        warn!(seq, "cannot remove an acknowledged event: {e}");
+                    }
+                }
+                self.pump(state);
+            }
+            Event::Incoming(Incoming::SubAck(ack)) => {
+                if ack
+                    .return_codes
+                    .iter()
+                    .any(|c| matches!(c, SubscribeReasonCode::Failure))
+                {
+                    warn!("the broker refused the subscription to desired snapshots");
+                } else {
+                    info!(filter = %self.topics.desired_filter(), "subscribed");
+                }
+            }
+            Event::Outgoing(Outgoing::Publish(pkid)) => state.tracker.sent(pkid),
+            Event::Outgoing(Outgoing::AwaitAck(pkid)) => {
+                warn!(pkid, "broker link: packet id collision");
+            }
+            other => debug!("mqtt: {other:?}"),
+        }
+    }
+
+    /// Queues what is waiting, within the window: health, then doors, then events.
+    fn pump(&self, state: &mut State) {
+        if !state.connected {
+            return;
+        }
+        if state.health_pending && state.tracker.outstanding() < WINDOW {
+            let payload = self.shared.health.to_json(
+                self.shared.store.outbox_stats(),
+                self.shared.store.size_on_disk(),
+            );
+            if state.publish(self.topics.health(), payload, true, Tag::Health) {
+                state.health_pending = false;
+            }
+        }
+        let room = WINDOW.saturating_sub(state.tracker.outstanding());
+        if room > 0 {
+            let at = crate::time::now();
+            for r in self.shared.board.take_marked(room) {
+                if !state.publish(self.topics.reported(&r.door), r.to_json(&at), true, Tag::Reported)
+                {
+                    self.shared.board.remark(&r.door);
+                }
+            }
+        }
+        let room = WINDOW
+            .saturating_sub(state.tracker.outstanding())
+            .min(EVENT_WINDOW.saturating_sub(state.tracker.events));
+        if room == 0 {
+            return;
+        }
+        let events = match self.shared.store.events_from(state.tracker.next_event, room) {
+            Ok(events) => events,
+            Err(e) => {
+                warn!("cannot read the outbox: {e}");
+                return;
+            }
+        };
+        for (seq, payload) in events {
+            if !state.publish(self.topics.events(), payload, false, Tag::Event(seq)) {
+                break;
+            }
+            state.tracker.events += 1;
+            state.tracker.next_event = seq + 1;
+        }
+    }
+
+    /// Publishes the shutdown notice, waits briefly for the broker to take it, and disconnects.
+    async fn close(&mut self, state: &mut State, eventloop: &mut EventLoop) {
+        if !state.connected {
+            return;
+        }
+        let deadline = Instant::now() + SHUTDOWN_GRACE;
+        let notice = state.client.try_publish(
+            self.topics.health(),
+            QoS::AtLeastOnce,
+            true,
+            self.shared.health.shutdown(),
+        );
+        if notice.is_err() {
+            return;
+        }
+        state.tracker.queued.push_back(Tag::Health);
+        let mut notice_pkid = None;
+        let mut disconnecting = false;
+        while let Ok(Ok(ev)) = tokio::time::timeout_at(deadline, eventloop.poll()).await {
+            match ev {
+                Event::Outgoing(Outgoing::Publish(pkid)) => {
+                    state.tracker.sent(pkid);
+                    if state.tracker.queued.is_empty() && notice_pkid.is_none() {
+                        notice_pkid = Some(pkid);
+                    }
+                }
+                Event::Incoming(Incoming::PubAck(ack)) => {
+                    if let Some(Tag::Event(seq)) = state.tracker.acked(ack.pkid) {
+                        // Still worth it: one event fewer to resend after the restart.
+                        let _ = self.shared.store.remove_event(seq);
+                    }
+                    if Some(ack.pkid) == notice_pkid && !disconnecting {
+                        disconnecting = true;
+                        if state.client.try_disconnect().is_err() {
+                            break;
+                        }
+                    }
+                }
+                Event::Outgoing(Outgoing::Disconnect) => break,
+                _ => {}
+            }
+        }
+        info!("disconnected from the broker");
+    }
+}
+
+struct State {
+    client: AsyncClient,
+    tracker: Tracker,
+    connected: bool,
+    ever_connected: bool,
+    health_pending: bool,
+}
+
+impl State {
+    fn publish(&mut self, topic: String, payload: Vec<u8>, retain: bool, tag: Tag) -> bool {
+        match self
+            .client
+            .try_publish(topic, QoS::AtLeastOnce, retain, payload)
+        {
+            Ok(()) => {
+                self.tracker.queued.push_back(tag);
+                true
+            }
+            Err(e) => {
+                debug!("publish not queued: {e}");
+                false
+            }
+        }
+    }
+}
+
+/// Exponential backoff from 1 s to 60 s, with jitter so that many hubs do not reconnect in step.
+#[derive(Debug)]
+struct Backoff {
+    next: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff {
+            next: Duration::from_secs(1),
+        }
+    }
+}
+
+impl Backoff {
+    const MAX: Duration = Duration::from_secs(60);
+
+    fn next(&mut self) -> Duration {
+        let base = self.next;
+        self.next = (self.next * 2).min(Self::MAX);
+        // Between half and all of the step.
+        base.mul_f64(0.5 + fastrand::f64() * 0.5)
+    }
+}
+
+/// Host and port of an `mqtt://` or `mqtts://` URL, with the scheme's default port.
+fn host_port(url: &str) -> Option<(String, u16)> {
+    let (rest, default) = if let Some(r) = url.strip_prefix("mqtts://") {
+        (r, 8883)
+    } else if let Some(r) = url.strip_prefix("mqtt://") {
+        (r, 1883)
+    } else {
+        return None;
+    };
+    let authority = rest.split('/').next()?;
+    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+        let (host, after) = v6.split_once(']')?;
+        let port = match after.strip_prefix(':') {
+            Some(p) => p.parse().ok()?,
+            None if after.is_empty() => default,
+            None => return None,
+        };
+        (host, port)
+    } else {
+        match authority.rsplit_once(':') {
+            Some((h, p)) => (h, p.parse().ok()?),
+            None => (authority, default),
+        }
+    };
+    (!host.is_empty()).then(|| (host.to_owned(), port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        assert_eq!(host_port("mqtts://iot.example.com:8883"), Some(("iot.example.com".into(), 8883)));
+        assert_eq!(host_port("mqtts://iot.example.com"), Some(("iot.example.com".into(), 8883)));
+        assert_eq!(host_port("mqtt://127.0.0.1:1884/"), Some(("127.0.0.1".into(), 1884)));
+        assert_eq!(host_port("mqtt://[::1]:1884"), Some(("::1".into(), 1884)));
+        assert_eq!(host_port("http://x"), None);
+        assert_eq!(host_port("mqtt://:1"), None);
+        assert_eq!(host_port("mqtt://h:notaport"), None);
+    }
+
+    #[test]
+    fn backoff_doubles_to_a_minute_with_jitter() {
+        let mut b = Backoff::default();
+        let first = b.next();
+        assert!(first >= Duration::from_millis(500) && first <= Duration::from_secs(1));
+        for _ in 0..10 {
+            b.next();
+        }
+        let late = b.next();
+        assert!(late >= Duration::from_secs(30) && late <= Duration::from_secs(60));
+    }
+
+    #[test]
+    fn tracker_pairs_ids_in_queue_order_and_ignores_resends() {
+        let mut t = Tracker::default();
+        t.queued.extend([Tag::Event(7), Tag::Health, Tag::Event(8)]);
+        t.events = 2;
+        t.sent(1);
+        t.sent(2);
+        t.sent(1); // a resend after reconnect
+        t.sent(3);
+        assert_eq!(t.acked(2), Some(Tag::Health));
+        assert_eq!(t.acked(1), Some(Tag::Event(7)));
+        assert_eq!(t.acked(3), Some(Tag::Event(8)));
+        assert_eq!(t.acked(3), None);
+        assert_eq!((t.outstanding(), t.events), (0, 0));
+    }
+}

@@ -1,0 +1,205 @@
+//! Starting doorhub for a test: a config file in a temp dir, the daemon in-process or as the
+//! real binary, and snapshot payloads with their expected digests.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use doorhub::config::Config;
+use doorhub::daemon::Daemon;
+use doorhub::snapshot::{Credential, SetDigest};
+use serde_json::json;
+
+use super::{Broker, Msg, Subscriber};
+
+/// The hub id every test uses.
+pub const HUB: &str = "hub-1";
+/// How long a test waits for the daemon to react.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// A hub's config and data directory, in a temp dir.
+pub struct Hub {
+    pub dir: tempfile::TempDir,
+    pub config_path: PathBuf,
+}
+
+impl Hub {
+    /// A plaintext hub config for `broker`, with `doors` as `(id, mode)`, plus extra TOML.
+    pub fn new(broker: &Broker, doors: &[(&str, &str)], extra: &str) -> Hub {
+        Hub::with_mqtt(
+            &format!("url = \"{}\"\nallow_plaintext = true\n", broker.url()),
+            doors,
+            extra,
+        )
+    }
+
+    /// A hub config with the given `[mqtt]` body.
+    pub fn with_mqtt(mqtt: &str, doors: &[(&str, &str)], extra: &str) -> Hub {
+        let dir = tempfile::tempdir().unwrap();
+        let mut toml = format!(
+            "[hub]\nid = \"{HUB}\"\ndata_dir = \"{}\"\n\n[mqtt]\n{mqtt}\n[health]\ninterval_s = 60\n\n",
+            dir.path().join("data").display()
+        );
+        toml.push_str("[[bus]]\nname = \"rs485-a\"\nport = \"/dev/null\"\n\n");
+        for (i, (id, mode)) in doors.iter().enumerate() {
+            toml.push_str(&format!(
+                "[[door]]\nid = \"{id}\"\nbus = \"rs485-a\"\naddress = {i}\nmode = \"{mode}\"\n\n"
+            ));
+        }
+        toml.push_str(extra);
+        let config_path = dir.path().join("doorhub.toml");
+        std::fs::write(&config_path, toml).unwrap();
+        Hub { dir, config_path }
+    }
+
+    /// The loaded config.
+    pub fn config(&self) -> Config {
+        Config::load(&self.config_path).unwrap_or_else(|e| panic!("test config: {e}"))
+    }
+
+    /// The store's directory.
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// Starts the daemon in this process.
+    pub fn start(&self) -> Daemon {
+        Daemon::start(self.config()).unwrap()
+    }
+
+    /// Starts the real binary, logging to a file in the temp dir.
+    pub fn spawn(&self) -> Child {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("doorhub.log"))
+            .unwrap();
+        Command::new(env!("CARGO_BIN_EXE_doorhub"))
+            .args(["run", "--config"])
+            .arg(&self.config_path)
+            .env("RUST_LOG", "doorhub=debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap()
+    }
+
+    /// What the binary logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("doorhub.log")).unwrap_or_default()
+    }
+}
+
+/// Sends `signal` (e.g. "KILL", "TERM") to a child process.
+pub fn signal(child: &Child, signal: &str) {
+    let ok = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(child.id().to_string())
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill -{signal} failed");
+}
+
+/// Waits for a child to exit, up to `deadline`; returns its exit code.
+pub async fn wait_exit(child: &mut Child, deadline: Duration) -> Option<i32> {
+    let end = std::time::Instant::now() + deadline;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status.code();
+        }
+        assert!(std::time::Instant::now() < end, "process did not exit within {deadline:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// `doorhub/v1/hub-1/...`
+pub fn topic(rest: &str) -> String {
+    format!("doorhub/v1/{HUB}/{rest}")
+}
+
+/// `n` distinct 26-bit credentials, ids prefixed by `tag`.
+pub fn credentials(tag: &str, n: usize) -> Vec<Credential> {
+    (0..n)
+        .map(|i| {
+            let v = (i as u32 + 1) << 6; // 26 bits, left-justified in 4 bytes
+            Credential {
+                id: format!("{tag}-{i:06}"),
+                bits: 26,
+                data: v.to_be_bytes().to_vec(),
+                not_before: 0,
+                not_after: 0,
+            }
+        })
+        .collect()
+}
+
+/// The digest the contract defines, computed here independently of the daemon's code.
+pub fn digest(set: &[Credential]) -> String {
+    use sha2::Digest;
+    let mut acc = [0u8; 8];
+    for c in set {
+        let mut entry = vec![c.bits];
+        entry.extend_from_slice(&c.data);
+        entry.extend_from_slice(&c.not_before.to_le_bytes());
+        entry.extend_from_slice(&c.not_after.to_le_bytes());
+        let h = sha2::Sha256::digest(&entry);
+        for (a, b) in acc.iter_mut().zip(&h[..8]) {
+            *a ^= b;
+        }
+    }
+    let d = hex::encode(acc);
+    assert_eq!(d.len(), 16);
+    let _ = SetDigest::default();
+    d
+}
+
+/// A snapshot's parts as the cloud publishes them.
+pub fn parts(version: u64, set: &[Credential], parts: usize) -> Vec<String> {
+    let per = set.len().div_ceil(parts).max(1);
+    (0..parts)
+        .map(|p| {
+            let chunk: Vec<_> = set
+                .iter()
+                .skip(p * per)
+                .take(per)
+                .map(|c| json!({"id": c.id, "bits": c.bits, "data": hex::encode(&c.data)}))
+                .collect();
+            json!({"version": version, "part": p, "parts": parts, "credentials": chunk}).to_string()
+        })
+        .collect()
+}
+
+/// Publishes a whole snapshot (retained, as the cloud does).
+pub async fn publish_snapshot(sub: &mut Subscriber, door: &str, version: u64, set: &[Credential], n: usize) {
+    for (p, payload) in parts(version, set, n).into_iter().enumerate() {
+        sub.publish(&topic(&format!("doors/{door}/desired/{p}")), payload, true)
+            .await;
+    }
+}
+
+/// Waits for a reported message of `door` matching `pred`.
+pub async fn reported(
+    sub: &mut Subscriber,
+    door: &str,
+    mut pred: impl FnMut(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let t = topic(&format!("doors/{door}/reported"));
+    sub.wait_for(WAIT, |m: &Msg| m.topic == t && pred(&m.json()))
+        .await
+        .json()
+}
+
+/// Waits for a health message matching `pred`.
+pub async fn health(sub: &mut Subscriber, mut pred: impl FnMut(&serde_json::Value) -> bool) -> serde_json::Value {
+    let t = topic("health");
+    sub.wait_for(WAIT, |m: &Msg| m.topic == t && pred(&m.json()))
+        .await
+        .json()
+}
+
+/// A path inside a temp dir, for tests that want one.
+pub fn path_in(dir: &Path, name: &str) -> PathBuf {
+    dir.join(name)
+}
