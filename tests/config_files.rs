@@ -273,6 +273,34 @@ fn environment_errors_name_the_variable() {
 }
 
 #[test]
+fn environment_cannot_set_list_entries() {
+    let text = "[hub]\nid = \"hub-1\"\n[mqtt]\nurl = \"mqtts://b\"\n";
+    let (_dir, result) = load(text, &[("DOORHUB__DOOR__0__ADDRESS", "5")]);
+    let errors = result.expect_err("refused");
+    assert_eq!(errors.len(), 1, "{errors}");
+    assert_eq!(errors.errors[0].key, "door.0.address");
+    assert!(
+        errors.errors[0]
+            .message
+            .contains("DOORHUB__DOOR__0__ADDRESS")
+    );
+}
+
+#[test]
+fn errors_follow_file_order() {
+    let text = "[hub]\nid = \"hub-1\"\n[mqtt]\nurl = \"mqtts://b\"\n\
+                max_payload = 1\nkeep_alive_s = 1\n";
+    let (_dir, result) = load(text, &[("DOORHUB__HEALTH__INTERVAL_S", "0")]);
+    let errors = result.expect_err("three problems");
+    let keys: Vec<&str> = errors.iter().map(|e| e.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        ["mqtt.max_payload", "mqtt.keep_alive_s", "health.interval_s"],
+        "{errors}"
+    );
+}
+
+#[test]
 fn secrets_never_in_messages() {
     let text = r#"[hub]
 id = "hub-1"

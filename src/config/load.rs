@@ -68,12 +68,28 @@ pub(crate) fn load(
     let mut env_vars = BTreeMap::new(); // section.key → variable name
     let mut env_raw = BTreeMap::new(); // section.key → value as written
     let mut env_map = Map::new(); // what `Environment` reads instead of the process environment
+    let mut env_errors = Vec::new();
     for (var, value) in env {
         let lower = var.to_lowercase();
         let Some(rest) = lower.strip_prefix(ENV_PREFIX) else {
             continue;
         };
         let dotted = rest.replace("__", ".");
+        let section = dotted.split('.').next().unwrap_or_default();
+        if section == "bus" || section == "door" {
+            // A variable cannot name one entry of a list; `config` would replace the whole list
+            // with a table. Refused with a clear message instead.
+            env_errors.push(ConfigError {
+                key: dotted.clone(),
+                file: None,
+                line: None,
+                message: format!(
+                    "[[{section}]] entries cannot be set from the environment; \
+                     edit the configuration file (set by environment variable {var})"
+                ),
+            });
+            continue;
+        }
         env_vars.insert(dotted.clone(), var.clone());
         env_raw.insert(dotted, value.clone());
         env_map.insert(var, value);
@@ -113,7 +129,7 @@ pub(crate) fn load(
         doc: &doc,
         env: &env_vars,
     };
-    let mut errors = Vec::new();
+    let mut errors = env_errors;
     let bad = schema::check(&mut merged, &loc, &mut errors);
 
     let mut de = Deser {
@@ -172,6 +188,8 @@ pub(crate) fn load(
                     message: "the configuration is incomplete".to_owned(),
                 });
             }
+            // File order reads best for whoever fixes the file; environment problems come last.
+            errors.sort_by_key(|e| (e.file.is_none(), e.line.unwrap_or(usize::MAX)));
             Err(ConfigErrors { errors })
         }
     }

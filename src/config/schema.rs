@@ -211,7 +211,11 @@ fn remove_unknown(
         };
         let hint = allowed
             .iter()
-            .find(|a| edit_distance(a, &k) <= 2)
+            // Close enough to be a typo, but not so loose that short keys match anything.
+            .find(|a| {
+                let d = edit_distance(a, &k);
+                d <= 2 && d * 3 <= a.len()
+            })
             .map(|a| format!("did you mean `{a}`? "))
             .unwrap_or_default();
         errors.push(loc.error(
