@@ -136,8 +136,8 @@ impl Daemon {
 pub async fn run(config: Config) -> anyhow::Result<()> {
     use futures::StreamExt;
     use signal_hook::consts::{SIGINT, SIGTERM};
-    let mut signals = signal_hook_tokio::Signals::new([SIGTERM, SIGINT])
-        .context("installing signal handlers")?;
+    let mut signals =
+        signal_hook_tokio::Signals::new([SIGTERM, SIGINT]).context("installing signal handlers")?;
     let daemon = Daemon::start(config)?;
     let stopper = daemon.shutdown.clone();
     let handle = signals.handle();

@@ -17,7 +17,9 @@ use crate::config::{Config, DoorMode};
 use crate::events::Event;
 use crate::health::{DoorCounts, Health};
 use crate::reported::{Board, ReaderState, Reported, Status};
-use crate::snapshot::{Limits, Part, SetDigest, SnapshotError, check_unique, parse_part, read_version};
+use crate::snapshot::{
+    Limits, Part, SetDigest, SnapshotError, check_unique, parse_part, read_version,
+};
 use crate::store::{
     Assembly, Change, DesiredMeta, DoorRecord, ErrorReport, SetState, Store, StoreError,
 };
@@ -84,11 +86,7 @@ pub struct Engine {
 impl Engine {
     /// Loads every door from the store and brings `hub` doors' applied state up to date.
     pub fn new(config: &Config, shared: Shared, inputs: Inputs) -> Result<Engine, EngineError> {
-        let modes = config
-            .door
-            .iter()
-            .map(|d| (d.id.clone(), d.mode))
-            .collect();
+        let modes = config.door.iter().map(|d| (d.id.clone(), d.mode)).collect();
         let mut engine = Engine {
             topics: Topics::new(&config.mqtt.topic_prefix, &config.hub.id),
             limits: Limits {
@@ -184,7 +182,11 @@ impl Engine {
         Ok(())
     }
 
-    async fn commit(&mut self, inbound: Vec<Inbound>, events: Vec<Event>) -> Result<(), EngineError> {
+    async fn commit(
+        &mut self,
+        inbound: Vec<Inbound>,
+        events: Vec<Event>,
+    ) -> Result<(), EngineError> {
         let mut touched = BTreeSet::new();
         for m in &inbound {
             if let Some(door) = self.handle(&m.publish)? {
@@ -256,14 +258,14 @@ impl Engine {
                 let version = (payload.len() <= self.limits.max_payload)
                     .then(|| read_version(payload))
                     .flatten();
-                reject(door, record, version, e);
+                self.reject(door, record, version, e);
                 return Ok(());
             }
         };
         let part = match parse_part(payload, topic_part, self.limits) {
             Ok(p) => p,
             Err(r) => {
-                reject(door, record, r.version, r.error);
+                self.reject(door, record, r.version, r.error);
                 return Ok(());
             }
         };
@@ -279,7 +281,12 @@ impl Engine {
                 {
                     return Ok(self.stale(door, version, "already stored"));
                 }
-                reject(door, record, Some(version), SnapshotError::ContentChanged(version));
+                self.reject(
+                    door,
+                    record,
+                    Some(version),
+                    SnapshotError::ContentChanged(version),
+                );
                 return Ok(());
             }
         }
@@ -289,14 +296,24 @@ impl Engine {
             }
             if a.version == version {
                 if a.parts != part.parts {
-                    reject(door, record, Some(version), SnapshotError::ContentChanged(version));
+                    self.reject(
+                        door,
+                        record,
+                        Some(version),
+                        SnapshotError::ContentChanged(version),
+                    );
                     return Ok(());
                 }
                 if let Some(h) = &a.received[usize::from(part.part)] {
                     if *h == hash {
                         return Ok(self.stale(door, version, "part already staged"));
                     }
-                    reject(door, record, Some(version), SnapshotError::ContentChanged(version));
+                    self.reject(
+                        door,
+                        record,
+                        Some(version),
+                        SnapshotError::ContentChanged(version),
+                    );
                     return Ok(());
                 }
             } else {
@@ -319,7 +336,7 @@ impl Engine {
             };
             change.remove_parts(door, assembly.parts);
             record.assembly = None;
-            reject(door, record, Some(version), error);
+            self.reject(door, record, Some(version), error);
             return Ok(());
         }
         assembly.received[usize::from(part.part)] = Some(hash);
@@ -361,7 +378,7 @@ impl Engine {
         change.remove_parts(door, assembly.parts);
         record.assembly = None;
         if let Err(e) = check_unique(set.iter()) {
-            reject(door, record, Some(version), e);
+            self.reject(door, record, Some(version), e);
             return Ok(());
         }
         let state = SetState {
@@ -380,6 +397,23 @@ impl Engine {
         }
         info!(%door, version, credentials = state.count, digest = %state.digest, "adopted desired snapshot");
         Ok(())
+    }
+
+    /// Keeps the door's previous state and records why, for `reported.error` and health.
+    fn reject(
+        &self,
+        door: &str,
+        record: &mut DoorRecord,
+        version: Option<u64>,
+        error: SnapshotError,
+    ) {
+        self.shared.health.count_invalid();
+        let reason = error.to_string();
+        match version {
+            Some(v) => info!(%door, version = v, "rejected desired snapshot: {reason}"),
+            None => info!(%door, "rejected desired snapshot: {reason}"),
+        }
+        record.error = Some(ErrorReport { version, reason });
     }
 
     fn stale(&self, door: &str, version: u64, why: &str) {
@@ -438,13 +472,4 @@ impl Engine {
         }
         self.shared.health.set_doors(counts);
     }
-}
-
-fn reject(door: &str, record: &mut DoorRecord, version: Option<u64>, error: SnapshotError) {
-    let reason = error.to_string();
-    match version {
-        Some(v) => info!(%door, version = v, "rejected desired snapshot: {reason}"),
-        None => info!(%door, "rejected desired snapshot: {reason}"),
-    }
-    record.error = Some(ErrorReport { version, reason });
 }

@@ -100,7 +100,7 @@ impl Health {
         self.started_at
     }
 
-    /// Counts an input rejected because it could not be attributed to a door.
+    /// Counts a rejected input: a snapshot refused with a reason, or a topic that is not valid.
     pub fn count_invalid(&self) {
         self.rejected_invalid.fetch_add(1, Ordering::Relaxed);
     }
@@ -209,8 +209,17 @@ mod tests {
         ))
         .unwrap();
         for key in [
-            "hub", "online", "version", "started_at", "uptime_s", "doors", "buses", "outbox",
-            "rejected", "store", "at",
+            "hub",
+            "online",
+            "version",
+            "started_at",
+            "uptime_s",
+            "doors",
+            "buses",
+            "outbox",
+            "rejected",
+            "store",
+            "at",
         ] {
             assert!(v.get(key).is_some(), "{key} missing in {v}");
         }

@@ -106,7 +106,10 @@ impl Tracker {
             Some(tag) => {
                 self.in_flight.insert(pkid, tag);
             }
-            None => warn!(pkid, "broker link: a publish went out that the link did not queue"),
+            None => warn!(
+                pkid,
+                "broker link: a publish went out that the link did not queue"
+            ),
         }
     }
 
@@ -147,23 +150,22 @@ impl Link {
 
     fn options(&self) -> Result<MqttOptions, LinkError> {
         let mqtt = &self.settings.mqtt;
-        let (host, port) = host_port(&mqtt.url).ok_or_else(|| LinkError::Url(mqtt.url.clone()))?;
+        let endpoint = mqtt
+            .endpoint()
+            .map_err(|_| LinkError::Url(mqtt.url.clone()))?;
         let client_id = if mqtt.client_id.is_empty() {
             self.settings.hub.clone()
         } else {
             mqtt.client_id.clone()
         };
-        let mut o = MqttOptions::new(client_id, host, port);
+        let mut o = MqttOptions::new(client_id, endpoint.host, endpoint.port);
         o.set_keep_alive(Duration::from_secs(mqtt.keep_alive_s))
             .set_clean_session(false)
             .set_manual_acks(true)
             .set_inflight(PACKET_IDS)
             // Incoming room well above max_payload, so an oversized snapshot is rejected with a
             // reason instead of breaking the connection (and being redelivered forever).
-            .set_max_packet_size(
-                (mqtt.max_payload.saturating_mul(4)).max(16 << 20),
-                1 << 20,
-            )
+            .set_max_packet_size((mqtt.max_payload.saturating_mul(4)).max(16 << 20), 1 << 20)
             .set_last_will(LastWill::new(
                 self.topics.health(),
                 self.shared.health.will(),
@@ -345,8 +347,12 @@ impl Link {
         if room > 0 {
             let at = crate::time::now();
             for r in self.shared.board.take_marked(room) {
-                if !state.publish(self.topics.reported(&r.door), r.to_json(&at), true, Tag::Reported)
-                {
+                if !state.publish(
+                    self.topics.reported(&r.door),
+                    r.to_json(&at),
+                    true,
+                    Tag::Reported,
+                ) {
                     self.shared.board.remark(&r.door);
                 }
             }
@@ -357,7 +363,11 @@ impl Link {
         if room == 0 {
             return;
         }
-        let events = match self.shared.store.events_from(state.tracker.next_event, room) {
+        let events = match self
+            .shared
+            .store
+            .events_from(state.tracker.next_event, room)
+        {
             Ok(events) => events,
             Err(e) => {
                 warn!("cannot read the outbox: {e}");
@@ -470,47 +480,9 @@ impl Backoff {
     }
 }
 
-/// Host and port of an `mqtt://` or `mqtts://` URL, with the scheme's default port.
-fn host_port(url: &str) -> Option<(String, u16)> {
-    let (rest, default) = if let Some(r) = url.strip_prefix("mqtts://") {
-        (r, 8883)
-    } else if let Some(r) = url.strip_prefix("mqtt://") {
-        (r, 1883)
-    } else {
-        return None;
-    };
-    let authority = rest.split('/').next()?;
-    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
-        let (host, after) = v6.split_once(']')?;
-        let port = match after.strip_prefix(':') {
-            Some(p) => p.parse().ok()?,
-            None if after.is_empty() => default,
-            None => return None,
-        };
-        (host, port)
-    } else {
-        match authority.rsplit_once(':') {
-            Some((h, p)) => (h, p.parse().ok()?),
-            None => (authority, default),
-        }
-    };
-    (!host.is_empty()).then(|| (host.to_owned(), port))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn urls() {
-        assert_eq!(host_port("mqtts://iot.example.com:8883"), Some(("iot.example.com".into(), 8883)));
-        assert_eq!(host_port("mqtts://iot.example.com"), Some(("iot.example.com".into(), 8883)));
-        assert_eq!(host_port("mqtt://127.0.0.1:1884/"), Some(("127.0.0.1".into(), 1884)));
-        assert_eq!(host_port("mqtt://[::1]:1884"), Some(("::1".into(), 1884)));
-        assert_eq!(host_port("http://x"), None);
-        assert_eq!(host_port("mqtt://:1"), None);
-        assert_eq!(host_port("mqtt://h:notaport"), None);
-    }
 
     #[test]
     fn backoff_doubles_to_a_minute_with_jitter() {

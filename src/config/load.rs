@@ -142,6 +142,7 @@ pub(crate) fn load(
     let health = de.section(&mut merged, "health");
     let events = de.section(&mut merged, "events");
     let limits = de.section(&mut merged, "limits");
+    let log = de.section(&mut merged, "log");
     let mut buses: Vec<Option<BusConfig>> = de.list(&mut merged, "bus");
     let mut doors: Vec<Option<DoorConfig>> = de.list(&mut merged, "door");
 
@@ -160,13 +161,14 @@ pub(crate) fn load(
 
     let buses: Option<Vec<BusConfig>> = buses.into_iter().collect();
     let doors: Option<Vec<DoorConfig>> = doors.into_iter().collect();
-    match (hub, mqtt, health, events, limits, buses, doors) {
+    match (hub, mqtt, health, events, limits, log, buses, doors) {
         (
             Some(hub),
             Some(mqtt),
             Some(health),
             Some(events),
             Some(limits),
+            Some(log),
             Some(bus),
             Some(door),
         ) if errors.is_empty() => Ok(Config {
@@ -175,6 +177,7 @@ pub(crate) fn load(
             health,
             events,
             limits,
+            log,
             bus,
             door,
         }),

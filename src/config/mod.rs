@@ -38,6 +38,8 @@ pub struct Config {
     pub events: EventsConfig,
     /// `[limits]`
     pub limits: LimitsConfig,
+    /// `[log]`
+    pub log: LogConfig,
     /// `[[bus]]`
     #[serde(default)]
     pub bus: Vec<BusConfig>,
@@ -83,6 +85,14 @@ pub struct MqttConfig {
     pub max_payload: usize,
     /// Allows `mqtt://` (a lab broker).
     pub allow_plaintext: bool,
+}
+
+/// `[log]`: an addition to the v1 contract (see `docs/config.md`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// `error`, `warn`, `info`, `debug` or `trace`; `RUST_LOG` overrides it.
+    pub level: String,
 }
 
 /// `[health]`

@@ -59,7 +59,9 @@ const fn int(min: i64, max: i64, unit: &'static str) -> Kind {
 pub(crate) const BAUDS: &[i64] = &[9600, 19200, 38400, 57600, 115200, 230400];
 
 /// The allowed top-level keys.
-const TOP: &[&str] = &["hub", "mqtt", "health", "events", "limits", "bus", "door"];
+const TOP: &[&str] = &[
+    "hub", "mqtt", "health", "events", "limits", "log", "bus", "door",
+];
 
 const HUB: &[Spec] = &[required("id", Kind::Str), key("data_dir", Kind::Str)];
 
@@ -84,6 +86,11 @@ const EVENTS: &[Spec] = &[key("max_queued", int(1, 10_000_000, " events"))];
 
 const LIMITS: &[Spec] = &[key("credentials_per_door", int(1, 1_000_000, ""))];
 
+const LOG: &[Spec] = &[key(
+    "level",
+    Kind::Enum(&["error", "warn", "info", "debug", "trace"]),
+)];
+
 const BUS: &[Spec] = &[
     required("name", Kind::Str),
     required("port", Kind::Str),
@@ -107,7 +114,7 @@ const DOOR: &[Spec] = &[
 ];
 
 /// The single-table sections, in file order.
-pub(crate) const SECTIONS: &[&str] = &["hub", "mqtt", "health", "events", "limits"];
+pub(crate) const SECTIONS: &[&str] = &["hub", "mqtt", "health", "events", "limits", "log"];
 
 fn section_specs(name: &str) -> &'static [Spec] {
     match name {
@@ -115,6 +122,7 @@ fn section_specs(name: &str) -> &'static [Spec] {
         "mqtt" => MQTT,
         "health" => HEALTH,
         "events" => EVENTS,
+        "log" => LOG,
         _ => LIMITS,
     }
 }
