@@ -6,20 +6,22 @@
 //! Events leave the outbox only once the broker has acknowledged them. rumqttc reports the packet
 //! id it gave each publish (`Outgoing::Publish`) in the order the publishes were queued, then the
 //! broker's `PubAck` for that id; the link pairs them with what it queued. That pairing is exact
-//! because this one task both queues publishes and polls the event loop, it queues nothing while
-//! disconnected, and it keeps fewer publishes outstanding than rumqttc has packet ids, so an id
-//! is never reused while still in flight.
+//! because publishes are queued only through a gate that is open only while connected (the poll
+//! task shuts it, and sweeps up anything queued, the moment the connection fails), and because
+//! fewer publishes are outstanding than rumqttc has packet ids, so an id is never reused while
+//! still in flight.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rumqttc::{
     AsyncClient, ConnectReturnCode, Event, EventLoop, Incoming, LastWill, MqttOptions, Outgoing,
     QoS, SubscribeReasonCode,
 };
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::time::{Instant, sleep_until};
-use tracing::{debug, info, warn};
+use tracing::{Instrument, debug, info, warn};
 
 use crate::config::MqttConfig;
 use crate::engine::{Inbound, Shared};
@@ -34,6 +36,8 @@ const PACKET_IDS: u16 = 1024;
 /// rumqttc's request queue: acks from the engine (at most the broker's in-flight window) plus
 /// this link's publishes (at most [`WINDOW`]) always fit, so queueing never blocks.
 const REQUESTS: usize = 4096;
+/// Events from the poll task waiting for the link.
+const EVENTS: usize = 1024;
 /// How long a clean shutdown waits for the broker to take the shutdown notice.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
@@ -193,16 +197,21 @@ impl Link {
     /// the `shutdown` health notice and disconnects.
     pub async fn run(mut self) -> Result<(), LinkError> {
         let options = self.options()?;
-        let (client, mut eventloop) = AsyncClient::new(options, REQUESTS);
+        let (client, eventloop) = AsyncClient::new(options, REQUESTS);
+        let gate = Arc::new(Mutex::new(false));
+        let (events_tx, mut events) = mpsc::channel(EVENTS);
+        let (stop_tx, stop_rx) = oneshot::channel();
+        let poller = tokio::spawn(
+            poll(eventloop, gate.clone(), events_tx, stop_rx).instrument(tracing::Span::current()),
+        );
         let mut state = State {
             client,
+            gate,
             tracker: Tracker::default(),
             connected: false,
             ever_connected: false,
             health_pending: false,
         };
-        let mut backoff = Backoff::default();
-        let mut retry_at: Option<Instant> = None;
         let mut health_tick = tokio::time::interval(self.settings.health_interval);
         health_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut health_due: Option<Instant> = None;
@@ -210,30 +219,19 @@ impl Link {
         loop {
             tokio::select! {
                 _ = self.shutdown.recv() => break,
-                ev = eventloop.poll(), if retry_at.is_none() => match ev {
-                    Ok(ev) => {
-                        if let Event::Incoming(Incoming::ConnAck(_)) = &ev {
-                            backoff = Backoff::default();
-                        }
-                        self.on_event(&mut state, ev).await;
-                    }
-                    Err(e) => {
-                        let delay = backoff.next();
+                ev = events.recv() => match ev {
+                    Some(Ok(ev)) => self.on_event(&mut state, ev).await,
+                    Some(Err(e)) => {
                         if state.connected {
-                            warn!("lost the broker connection: {e}; reconnecting in {delay:?}");
-                        } else {
-                            warn!("cannot connect to the broker: {e}; retrying in {delay:?}");
-                        }
-                        if state.connected {
+                            warn!("lost the broker connection: {e}");
                             state.connected = false;
                             self.shared.health.set_mqtt_connected(false);
+                        } else {
+                            warn!("cannot connect to the broker: {e}");
                         }
-                        retry_at = Some(Instant::now() + delay);
                     }
+                    None => break,
                 },
-                _ = sleep_until(retry_at.unwrap_or_else(Instant::now)), if retry_at.is_some() => {
-                    retry_at = None;
-                }
                 _ = self.shared.board.changed.notified() => self.pump(&mut state),
                 _ = self.shared.events_ready.notified() => self.pump(&mut state),
                 _ = health_tick.tick() => {
@@ -253,7 +251,9 @@ impl Link {
                 }
             }
         }
-        self.close(&mut state, &mut eventloop).await;
+        self.close(&mut state, &mut events).await;
+        let _ = stop_tx.send(());
+        let _ = poller.await;
         Ok(())
     }
 
@@ -287,6 +287,7 @@ impl Link {
                 }
                 state.connected = true;
                 state.ever_connected = true;
+                state.open_gate();
                 self.shared.health.set_mqtt_connected(true);
                 // A restarted broker may have lost every retained message: publish them all.
                 self.shared.board.mark_all();
@@ -384,24 +385,21 @@ impl Link {
     }
 
     /// Publishes the shutdown notice, waits briefly for the broker to take it, and disconnects.
-    async fn close(&mut self, state: &mut State, eventloop: &mut EventLoop) {
+    async fn close(&mut self, state: &mut State, events: &mut mpsc::Receiver<PollEvent>) {
         if !state.connected {
             return;
         }
         let deadline = Instant::now() + SHUTDOWN_GRACE;
-        let notice = state.client.try_publish(
+        if !state.publish(
             self.topics.health(),
-            QoS::AtLeastOnce,
-            true,
             self.shared.health.shutdown(),
-        );
-        if notice.is_err() {
+            true,
+            Tag::Health,
+        ) {
             return;
         }
-        state.tracker.queued.push_back(Tag::Health);
         let mut notice_pkid = None;
-        let mut disconnecting = false;
-        while let Ok(Ok(ev)) = tokio::time::timeout_at(deadline, eventloop.poll()).await {
+        while let Ok(Some(Ok(ev))) = tokio::time::timeout_at(deadline, events.recv()).await {
             match ev {
                 Event::Outgoing(Outgoing::Publish(pkid)) => {
                     state.tracker.sent(pkid);
@@ -414,23 +412,78 @@ impl Link {
                         // Still worth it: one event fewer to resend after the restart.
                         let _ = self.shared.store.remove_event(seq);
                     }
-                    if Some(ack.pkid) == notice_pkid && !disconnecting {
-                        disconnecting = true;
-                        if state.client.try_disconnect().is_err() {
-                            break;
-                        }
+                    if Some(ack.pkid) == notice_pkid && state.client.try_disconnect().is_err() {
+                        break;
                     }
                 }
-                Event::Outgoing(Outgoing::Disconnect) => break,
+                Event::Outgoing(Outgoing::Disconnect) => {
+                    info!("disconnected from the broker");
+                    break;
+                }
                 _ => {}
             }
         }
-        info!("disconnected from the broker");
     }
+}
+
+/// What the poll task reports: an event, or a connection error (after which it backs off).
+type PollEvent = Result<Event, rumqttc::ConnectionError>;
+
+/// Polls the event loop, never cancelled mid-operation (a cancelled poll can drop a packet), and
+/// forwards what happens. After a connection error it closes the gate and moves every queued
+/// request into rumqttc's own pending list, then backs off before reconnecting.
+async fn poll(
+    mut eventloop: EventLoop,
+    gate: Arc<Mutex<bool>>,
+    events: mpsc::Sender<PollEvent>,
+    mut stop: oneshot::Receiver<()>,
+) {
+    let mut backoff = Backoff::default();
+    loop {
+        let ev = tokio::select! {
+            ev = eventloop.poll() => ev,
+            _ = &mut stop => return,
+        };
+        let failed = ev.is_err();
+        match &ev {
+            Ok(Event::Incoming(Incoming::ConnAck(_))) => backoff = Backoff::default(),
+            Ok(Event::Outgoing(Outgoing::Disconnect)) => {
+                let _ = events.send(ev).await;
+                return;
+            }
+            Err(_) => {
+                let mut open = lock(&gate);
+                *open = false;
+                // A request queued after rumqttc's own clean-up (the link had not yet heard of
+                // the failure) joins the pending list too, so none is sent out of turn later.
+                eventloop.clean();
+            }
+            _ => {}
+        }
+        if events.send(ev).await.is_err() {
+            return;
+        }
+        if failed {
+            let delay = backoff.next();
+            debug!("reconnecting in {delay:?}");
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = &mut stop => return,
+            }
+        }
+    }
+}
+
+fn lock(gate: &Mutex<bool>) -> std::sync::MutexGuard<'_, bool> {
+    // Only a bool is kept under this lock; a panic elsewhere cannot leave it inconsistent.
+    gate.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 struct State {
     client: AsyncClient,
+    /// Open while the link may queue publishes: the link opens it once it has handled a
+    /// CONNACK, the poll task closes it on a connection error.
+    gate: Arc<Mutex<bool>>,
     tracker: Tracker,
     connected: bool,
     ever_connected: bool,
@@ -438,7 +491,15 @@ struct State {
 }
 
 impl State {
+    fn open_gate(&self) {
+        *lock(&self.gate) = true;
+    }
+
     fn publish(&mut self, topic: String, payload: Vec<u8>, retain: bool, tag: Tag) -> bool {
+        let open = lock(&self.gate);
+        if !*open {
+            return false;
+        }
         match self
             .client
             .try_publish(topic, QoS::AtLeastOnce, retain, payload)

@@ -37,9 +37,12 @@ impl Hub {
     pub fn with_mqtt(mqtt: &str, doors: &[(&str, &str)], extra: &str) -> Hub {
         let dir = tempfile::tempdir().unwrap();
         let mut toml = format!(
-            "[hub]\nid = \"{HUB}\"\ndata_dir = \"{}\"\n\n[mqtt]\n{mqtt}\n[health]\ninterval_s = 60\n\n",
+            "[hub]\nid = \"{HUB}\"\ndata_dir = \"{}\"\n\n[mqtt]\n{mqtt}\n",
             dir.path().join("data").display()
         );
+        if !extra.contains("[health]") {
+            toml.push_str("[health]\ninterval_s = 60\n\n");
+        }
         toml.push_str("[[bus]]\nname = \"rs485-a\"\nport = \"/dev/null\"\n\n");
         for (i, (id, mode)) in doors.iter().enumerate() {
             toml.push_str(&format!(
@@ -62,8 +65,15 @@ impl Hub {
         self.dir.path().join("data")
     }
 
-    /// Starts the daemon in this process.
+    /// Starts the daemon in this process, its log captured by the test.
     pub fn start(&self) -> Daemon {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| "doorhub=debug".into()),
+            )
+            .with_test_writer()
+            .try_init();
         Daemon::start(self.config()).unwrap()
     }
 
@@ -109,7 +119,10 @@ pub async fn wait_exit(child: &mut Child, deadline: Duration) -> Option<i32> {
         if let Some(status) = child.try_wait().unwrap() {
             return status.code();
         }
-        assert!(std::time::Instant::now() < end, "process did not exit within {deadline:?}");
+        assert!(
+            std::time::Instant::now() < end,
+            "process did not exit within {deadline:?}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -172,7 +185,13 @@ pub fn parts(version: u64, set: &[Credential], parts: usize) -> Vec<String> {
 }
 
 /// Publishes a whole snapshot (retained, as the cloud does).
-pub async fn publish_snapshot(sub: &mut Subscriber, door: &str, version: u64, set: &[Credential], n: usize) {
+pub async fn publish_snapshot(
+    sub: &mut Subscriber,
+    door: &str,
+    version: u64,
+    set: &[Credential],
+    n: usize,
+) {
     for (p, payload) in parts(version, set, n).into_iter().enumerate() {
         sub.publish(&topic(&format!("doors/{door}/desired/{p}")), payload, true)
             .await;
@@ -192,7 +211,10 @@ pub async fn reported(
 }
 
 /// Waits for a health message matching `pred`.
-pub async fn health(sub: &mut Subscriber, mut pred: impl FnMut(&serde_json::Value) -> bool) -> serde_json::Value {
+pub async fn health(
+    sub: &mut Subscriber,
+    mut pred: impl FnMut(&serde_json::Value) -> bool,
+) -> serde_json::Value {
     let t = topic("health");
     sub.wait_for(WAIT, |m: &Msg| m.topic == t && pred(&m.json()))
         .await

@@ -7,6 +7,8 @@
 // Each test file uses a different part of the harness.
 #![allow(dead_code)]
 
+pub mod hub;
+
 use std::collections::VecDeque;
 use std::fmt;
 use std::fs;
