@@ -119,13 +119,12 @@ impl Engine {
         // configured as stored, when its snapshot arrived is applied now.
         let mut change = Change::new();
         for (door, record) in engine.doors.iter_mut() {
-            if engine.modes.get(door) == Some(&DoorMode::Hub) {
-                if let Some(d) = &record.desired {
-                    if record.applied.map(|a| a.version) < Some(d.set.version) {
-                        record.applied = Some(d.set);
-                        change.put_door(door, record)?;
-                    }
-                }
+            let Some(d) = &record.desired else { continue };
+            if engine.modes.get(door) == Some(&DoorMode::Hub)
+                && record.applied.map(|a| a.version) < Some(d.set.version)
+            {
+                record.applied = Some(d.set);
+                change.put_door(door, record)?;
             }
         }
         engine.shared.store.apply(change)?;
@@ -273,13 +272,15 @@ impl Engine {
         let hash = hex::encode(&part.content_hash()[..16]);
         if let Some(d) = &record.desired {
             if version < d.set.version {
-                return Ok(self.stale(door, version, "older than the stored desired version"));
+                self.stale(door, version, "older than the stored desired version");
+                return Ok(());
             }
             if version == d.set.version {
                 if d.part_hashes.len() == usize::from(part.parts)
                     && d.part_hashes[usize::from(part.part)] == hash
                 {
-                    return Ok(self.stale(door, version, "already stored"));
+                    self.stale(door, version, "already stored");
+                    return Ok(());
                 }
                 self.reject(
                     door,
@@ -292,7 +293,8 @@ impl Engine {
         }
         if let Some(a) = &record.assembly {
             if a.version > version {
-                return Ok(self.stale(door, version, "a newer version is being assembled"));
+                self.stale(door, version, "a newer version is being assembled");
+                return Ok(());
             }
             if a.version == version {
                 if a.parts != part.parts {
@@ -306,7 +308,8 @@ impl Engine {
                 }
                 if let Some(h) = &a.received[usize::from(part.part)] {
                     if *h == hash {
-                        return Ok(self.stale(door, version, "part already staged"));
+                        self.stale(door, version, "part already staged");
+                        return Ok(());
                     }
                     self.reject(
                         door,

@@ -304,10 +304,10 @@ impl Link {
                 }
             }
             Event::Incoming(Incoming::PubAck(ack)) => {
-                if let Some(Tag::Event(seq)) = state.tracker.acked(ack.pkid) {
-                    if let Err(e) = self.shared.store.remove_event(seq) {
-                        warn!(seq, "cannot remove an acknowledged event: {e}");
-                    }
+                if let Some(Tag::Event(seq)) = state.tracker.acked(ack.pkid)
+                    && let Err(e) = self.shared.store.remove_event(seq)
+                {
+                    warn!(seq, "cannot remove an acknowledged event: {e}");
                 }
                 self.pump(state);
             }
