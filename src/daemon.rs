@@ -25,6 +25,7 @@ const EVENT_QUEUE: usize = 1024;
 pub struct Daemon {
     shutdown: broadcast::Sender<()>,
     events: EventSender,
+    health: Arc<Health>,
     engine: JoinHandle<anyhow::Result<()>>,
     link: JoinHandle<anyhow::Result<()>>,
     store: Store,
@@ -35,9 +36,10 @@ impl Daemon {
     pub fn start(config: Config) -> anyhow::Result<Daemon> {
         let store = Store::open(&config.hub.data_dir)
             .with_context(|| format!("opening the store in {}", config.hub.data_dir.display()))?;
+        let health = Arc::new(Health::new(&config.hub.id));
         let shared = Shared {
             store: store.clone(),
-            health: Arc::new(Health::new(&config.hub.id)),
+            health: health.clone(),
             board: Arc::new(Board::default()),
             events_ready: Arc::new(Notify::new()),
         };
@@ -78,6 +80,7 @@ impl Daemon {
         Ok(Daemon {
             shutdown,
             events: EventSender(events_tx),
+            health,
             engine,
             link,
             store,
@@ -87,6 +90,11 @@ impl Daemon {
     /// Where components (and tests) raise events.
     pub fn events(&self) -> EventSender {
         self.events.clone()
+    }
+
+    /// The daemon's health figures.
+    pub fn health(&self) -> &Health {
+        &self.health
     }
 
     /// The daemon's store (for inspection).
@@ -105,6 +113,7 @@ impl Daemon {
         let Daemon {
             shutdown,
             events,
+            health: _,
             engine,
             link,
             store,
