@@ -77,6 +77,8 @@ pub struct Engine {
     shared: Shared,
     inputs: Inputs,
     doors: BTreeMap<String, DoorRecord>,
+    /// Each door's last status, to log changes for the technician.
+    statuses: HashMap<String, Status>,
     reader_since: String,
     /// Set when a damaged record was dropped: the link then subscribes afresh, so that the broker
     /// sends the retained snapshots again.
@@ -99,6 +101,7 @@ impl Engine {
             shared,
             inputs,
             doors: BTreeMap::new(),
+            statuses: HashMap::new(),
             resubscribe: false,
         };
         for (door, record) in engine.shared.store.doors()? {
@@ -452,10 +455,20 @@ impl Engine {
         }
     }
 
-    fn report<'a>(&self, doors: impl Iterator<Item = &'a String>) {
+    fn report<'a>(&mut self, doors: impl Iterator<Item = &'a String>) {
         for door in doors {
             if let Some(record) = self.doors.get(door) {
-                self.shared.board.update(self.reported(door, record));
+                let reported = self.reported(door, record);
+                if self.statuses.insert(door.clone(), reported.status) != Some(reported.status) {
+                    info!(
+                        %door,
+                        status = %reported.status,
+                        desired = reported.desired,
+                        applied = reported.applied,
+                        "door status"
+                    );
+                }
+                self.shared.board.update(reported);
             }
         }
         let mut counts = DoorCounts::default();

@@ -28,6 +28,18 @@ pub enum Status {
     Unconfigured,
 }
 
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Status::InSync => "in_sync",
+            Status::Pending => "pending",
+            Status::Offline => "offline",
+            Status::Error => "error",
+            Status::Unconfigured => "unconfigured",
+        })
+    }
+}
+
 /// The reader's link state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ReaderState {
@@ -177,6 +189,14 @@ mod tests {
             v["error"],
             serde_json::json!({"version": null, "reason": "x"})
         );
+    }
+
+    #[test]
+    fn status_text_is_the_wire_name() {
+        use Status::*;
+        for s in [InSync, Pending, Offline, Error, Unconfigured] {
+            assert_eq!(serde_json::to_string(&s).unwrap(), format!("\"{s}\""));
+        }
     }
 
     #[test]

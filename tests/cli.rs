@@ -26,7 +26,12 @@ fn check_config_prints_every_error_at_once_and_fails() {
     .unwrap();
     let (code, _, stderr) = doorhub(&["check-config", "--config", path.to_str().unwrap()]);
     assert_eq!(code, Some(1), "{stderr}");
-    for (key, line) in [("hub.id", 2), ("mqtt.url", 5), ("bus[0].baud", 10), ("door[0].colour", 17)] {
+    for (key, line) in [
+        ("hub.id", 2),
+        ("mqtt.url", 5),
+        ("bus[0].baud", 10),
+        ("door[0].colour", 17),
+    ] {
         let want = format!("{}:{line}: {key}:", path.display());
         assert!(stderr.contains(&want), "missing {want:?} in:\n{stderr}");
     }
@@ -38,7 +43,10 @@ fn check_config_prints_every_error_at_once_and_fails() {
 
 #[test]
 fn check_config_accepts_a_valid_file_and_names_a_missing_one() {
-    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/config/valid/minimal.toml");
+    let example = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/config/valid/minimal.toml"
+    );
     let (code, stdout, stderr) = doorhub(&["check-config", "--config", example]);
     assert_eq!(code, Some(0), "{stderr}");
     assert!(stdout.contains("OK"), "{stdout}");

@@ -72,7 +72,11 @@ async fn mutual_tls_works_and_an_untrusted_server_is_refused() {
     let r = reported(&mut sub, "lobby", |r| r["applied"] == 3).await;
     assert_eq!(r["digest"], digest(&set));
     // The broker knows the hub by its certificate (use_identity_as_username).
-    assert!(broker.log().contains(&format!("u'{HUB}'")), "{}", broker.log());
+    assert!(
+        broker.log().contains(&format!("u'{HUB}'")),
+        "{}",
+        broker.log()
+    );
     daemon.shutdown();
     daemon.wait().await.unwrap();
 
@@ -82,8 +86,15 @@ async fn mutual_tls_works_and_an_untrusted_server_is_refused() {
     let hub = Hub::with_mqtt(&mqtt, &[("lobby", "hub")], "");
     let daemon = hub.start();
     // Two attempts (the hub retries after about a second), and neither became a session.
-    common::wait_until(WAIT, || rogue.log().matches("New connection from").count() >= 3).await;
-    assert!(!rogue.log().contains("New client connected"), "{}", rogue.log());
+    common::wait_until(WAIT, || {
+        rogue.log().matches("New connection from").count() >= 3
+    })
+    .await;
+    assert!(
+        !rogue.log().contains("New client connected"),
+        "{}",
+        rogue.log()
+    );
     assert!(!daemon.health().mqtt_connected());
     daemon.shutdown();
     daemon.wait().await.unwrap();
@@ -108,7 +119,8 @@ async fn events_survive_a_broker_restart_in_order_without_gaps() {
     let hub = Hub::new(&broker, &[("lobby", "hub")], "");
     let daemon = hub.start();
     let events = daemon.events();
-    let mut sub = Subscriber::connect_persistent(&broker, "cloud-events", &[&topic("events")]).await;
+    let mut sub =
+        Subscriber::connect_persistent(&broker, "cloud-events", &[&topic("events")]).await;
     for n in 0..50 {
         events.send(access("lobby", n)).await.unwrap();
     }
@@ -137,7 +149,9 @@ async fn events_survive_a_broker_restart_in_order_without_gaps() {
 async fn append_offline(hub: &Hub, range: std::ops::Range<usize>) {
     let store = Store::open(&hub.data_dir()).unwrap();
     let events: Vec<Event> = range.map(|n| access("lobby", n)).collect();
-    store.append_events(&events, 100_000, |s, e| e.to_json(s)).unwrap();
+    store
+        .append_events(&events, 100_000, |s, e| e.to_json(s))
+        .unwrap();
     store.flush().await.unwrap();
 }
 
@@ -150,7 +164,10 @@ async fn sigkill_after_puback_loses_nothing_and_seq_continues() {
 
     let mut child = hub.spawn();
     health(&mut sub, |h| h["online"] == true).await;
-    assert_eq!(deduplicated(&events_until(&mut sub, 5).await), vec![1, 2, 3, 4, 5]);
+    assert_eq!(
+        deduplicated(&events_until(&mut sub, 5).await),
+        vec![1, 2, 3, 4, 5]
+    );
     let v1 = credentials("v1", 3000);
     publish_snapshot(&mut sub, "lobby", 1, &v1, 3).await;
     // `reported` goes out only after the parts were stored, flushed and acknowledged.
@@ -159,7 +176,10 @@ async fn sigkill_after_puback_loses_nothing_and_seq_continues() {
     wait_exit(&mut child, WAIT).await;
     // The broker publishes the last will when the connection drops.
     let will = health(&mut sub, |h| h["online"] == false).await;
-    assert_eq!(will, serde_json::json!({"hub": HUB, "online": false, "reason": "connection_lost"}));
+    assert_eq!(
+        will,
+        serde_json::json!({"hub": HUB, "online": false, "reason": "connection_lost"})
+    );
 
     // While the hub is down: a new snapshot (queued by the broker for the hub's persistent
     // session) and more events raised into its store.
@@ -172,15 +192,26 @@ async fn sigkill_after_puback_loses_nothing_and_seq_continues() {
     assert_eq!(r["digest"], digest(&v2));
     assert_eq!(r["credentials"], 10);
     health(&mut sub, |h| h["online"] == true).await;
-    assert_eq!(deduplicated(&events_until(&mut sub, 8).await), vec![6, 7, 8]);
+    assert_eq!(
+        deduplicated(&events_until(&mut sub, 8).await),
+        vec![6, 7, 8]
+    );
 
     // SIGTERM: the shutdown notice, then exit 0 within 5 s.
     signal(&child, "TERM");
     let started = std::time::Instant::now();
-    assert_eq!(wait_exit(&mut child, Duration::from_secs(5)).await, Some(0), "{}", hub.log());
+    assert_eq!(
+        wait_exit(&mut child, Duration::from_secs(5)).await,
+        Some(0),
+        "{}",
+        hub.log()
+    );
     assert!(started.elapsed() < Duration::from_secs(5));
     let notice = health(&mut sub, |h| h["online"] == false).await;
-    assert_eq!(notice, serde_json::json!({"hub": HUB, "online": false, "reason": "shutdown"}));
+    assert_eq!(
+        notice,
+        serde_json::json!({"hub": HUB, "online": false, "reason": "shutdown"})
+    );
 }
 
 #[tokio::test]
