@@ -32,6 +32,9 @@ pub enum StoreError {
         /// The cause.
         source: std::io::Error,
     },
+    /// Another process holds the store.
+    #[error("the store in {0} is in use by another process (is doorhub already running?)")]
+    Locked(PathBuf),
     /// sled failed.
     #[error("store: {0}")]
     Sled(#[from] sled::Error),
@@ -190,6 +193,8 @@ pub struct OutboxStats {
     pub dropped: u64,
 }
 
+/// How long opening waits for the store's lock.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 const NEXT_SEQ: &[u8] = b"m/next_seq";
 const DROPPED: &[u8] = b"m/dropped";
 const OUTBOX: &[u8] = b"o/";
@@ -210,11 +215,11 @@ impl Store {
         }
         // The store holds every door's credentials: nobody but the service may read it.
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(dir_err)?;
-        let db = sled::Config::new()
+        let config = sled::Config::new()
             .path(dir.join("db"))
             // sled's default cache is 1 GiB; a hub's working set is far smaller.
-            .cache_capacity(16 * 1024 * 1024)
-            .open()?;
+            .cache_capacity(16 * 1024 * 1024);
+        let db = open_locked(&config, dir)?;
         let next_seq = read_u64(&db, NEXT_SEQ)?.unwrap_or(1);
         let dropped = read_u64(&db, DROPPED)?.unwrap_or(0);
         let len = db.scan_prefix(OUTBOX).count() as u64;
@@ -377,6 +382,27 @@ impl Store {
         OutboxStats {
             events: meta.len,
             dropped: meta.dropped,
+        }
+    }
+}
+
+/// Opens sled, waiting a little if its lock is still held: sled releases it from a background
+/// thread shortly after the previous owner (an earlier run in this process, or a process that
+/// just exited) closed the store.
+fn open_locked(config: &sled::Config, dir: &Path) -> Result<sled::Db, StoreError> {
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    loop {
+        match config.open() {
+            Err(sled::Error::Io(e))
+                if e.to_string().contains("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") => {
+                return Err(StoreError::Locked(dir.to_owned()));
+            }
+            other => return Ok(other?),
         }
     }
 }
@@ -562,6 +588,16 @@ mod tests {
         assert!(store.parts_except("lobby", 1, 9).is_err());
         let mode = std::fs::metadata(dir.path()).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o700);
+    }
+
+    #[test]
+    fn a_store_in_use_is_refused_clearly() {
+        let dir = tempfile::tempdir().unwrap();
+        let _first = Store::open(dir.path()).unwrap();
+        let err = Store::open(dir.path())
+            .err()
+            .expect("second open must fail");
+        assert!(matches!(err, StoreError::Locked(_)), "{err}");
     }
 
     #[test]

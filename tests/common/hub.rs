@@ -74,7 +74,7 @@ impl Hub {
             )
             .with_test_writer()
             .try_init();
-        Daemon::start(self.config()).unwrap()
+        Daemon::start(self.config()).unwrap_or_else(|e| panic!("daemon start: {e:#}"))
     }
 
     /// Starts the real binary, logging to a file in the temp dir.
