@@ -131,6 +131,10 @@ impl Engine {
             }
         }
         engine.shared.store.apply(change)?;
+        // Every door's state is on the board, and health's counts are right, before the link's
+        // first connection publishes them.
+        let all: Vec<String> = engine.doors.keys().cloned().collect();
+        engine.report(all.iter());
         Ok(engine)
     }
 
@@ -142,8 +146,6 @@ impl Engine {
     /// Runs until shutdown, or until the link has gone.
     pub async fn run(mut self) -> Result<(), EngineError> {
         self.shared.store.flush().await?;
-        let all: Vec<String> = self.doors.keys().cloned().collect();
-        self.report(all.iter());
         let mut events_open = true;
         loop {
             let mut inbound = Vec::new();
@@ -267,11 +269,21 @@ impl Engine {
         let part = match parse_part(payload, topic_part, self.limits) {
             Ok(p) => p,
             Err(r) => {
-                self.reject(door, record, r.version, r.error);
+                // An old version is stale whatever its content: it must not mark a door whose
+                // newer state is fine as in error.
+                if let Some(v) = r.version.filter(|&v| superseded(record, v)) {
+                    self.stale(door, v, "older than the stored or assembling version");
+                } else {
+                    self.reject(door, record, r.version, r.error);
+                }
                 return Ok(());
             }
         };
         let version = part.version;
+        if record.rejected == Some(version) {
+            self.stale(door, version, "this version was rejected as a whole");
+            return Ok(());
+        }
         let hash = hex::encode(&part.content_hash()[..16]);
         if let Some(d) = &record.desired {
             if version < d.set.version {
@@ -342,6 +354,7 @@ impl Engine {
             };
             change.remove_parts(door, assembly.parts);
             record.assembly = None;
+            record.rejected = Some(version);
             self.reject(door, record, Some(version), error);
             return Ok(());
         }
@@ -384,6 +397,7 @@ impl Engine {
         change.remove_parts(door, assembly.parts);
         record.assembly = None;
         if let Err(e) = check_unique(set.iter()) {
+            record.rejected = Some(version);
             self.reject(door, record, Some(version), e);
             return Ok(());
         }
@@ -398,6 +412,7 @@ impl Engine {
             part_hashes: assembly.received.into_iter().flatten().collect(),
         });
         record.error = None;
+        record.rejected = None;
         if self.modes.get(door) == Some(&DoorMode::Hub) {
             record.applied = Some(state);
         }
@@ -488,4 +503,10 @@ impl Engine {
         }
         self.shared.health.set_doors(counts);
     }
+}
+
+/// Whether version `v` is older than what the door has adopted or is assembling.
+fn superseded(record: &DoorRecord, v: u64) -> bool {
+    record.desired.as_ref().is_some_and(|d| v < d.set.version)
+        || record.assembly.as_ref().is_some_and(|a| v < a.version)
 }

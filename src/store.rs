@@ -68,6 +68,8 @@ pub struct DoorRecord {
     pub error: Option<ErrorReport>,
     /// The newest version being assembled from its parts.
     pub assembly: Option<Assembly>,
+    /// A version rejected as a whole while being assembled; its remaining parts are ignored.
+    pub rejected: Option<u64>,
 }
 
 /// The adopted desired snapshot's summary; the set itself is under `s/{door}`.

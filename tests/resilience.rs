@@ -235,3 +235,51 @@ async fn a_restart_republishes_every_door_even_unchanged() {
     daemon.shutdown();
     daemon.wait().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_broker_that_lost_its_sessions_gets_a_new_subscription_and_every_retained_state() {
+    let mut broker = Broker::start();
+    let hub = Hub::new(&broker, &[("lobby", "hub"), ("vault", "stored")], "");
+    let daemon = hub.start();
+    let mut sub = Subscriber::connect(&broker, &[&topic("#")]).await;
+    publish_snapshot(&mut sub, "lobby", 1, &credentials("a", 3), 1).await;
+    reported(&mut sub, "lobby", |r| r["applied"] == 1).await;
+    drop(sub);
+
+    // The broker comes back with nothing: no session, no retained messages.
+    broker.stop();
+    let mut removed = 0;
+    for entry in walk(broker.dir()) {
+        if entry.extension().is_some_and(|e| e == "db") {
+            std::fs::remove_file(entry).unwrap();
+            removed += 1;
+        }
+    }
+    assert_eq!(removed, 1, "mosquitto's persistence file");
+    broker.start_again();
+
+    // Retained state is back: the hub republished it after a CONNACK without a session.
+    let mut sub = Subscriber::connect(&broker, &[&topic("#")]).await;
+    let lobby = reported(&mut sub, "lobby", |r| r["applied"] == 1).await;
+    assert_eq!(lobby["digest"], digest(&credentials("a", 3)));
+    reported(&mut sub, "vault", |r| r["status"] == "offline").await;
+    health(&mut sub, |h| h["online"] == true).await;
+    // And it subscribed again: a new snapshot is adopted.
+    publish_snapshot(&mut sub, "lobby", 2, &credentials("b", 2), 1).await;
+    reported(&mut sub, "lobby", |r| r["applied"] == 2).await;
+    daemon.shutdown();
+    daemon.wait().await.unwrap();
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}

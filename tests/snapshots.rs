@@ -337,3 +337,52 @@ async fn an_interleaved_newer_version_supersedes_the_one_being_assembled() {
     daemon.shutdown();
     daemon.wait().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_version_rejected_whole_ignores_its_remaining_parts_and_old_garbage_is_stale() {
+    let broker = Broker::start();
+    let hub = Hub::new(
+        &broker,
+        &[("lobby", "hub")],
+        "[limits]\ncredentials_per_door = 3\n\n[health]\ninterval_s = 1\n",
+    );
+    let daemon = hub.start();
+    let mut sub = subscriber(&broker).await;
+    publish_snapshot(&mut sub, "lobby", 10, &credentials("ok", 2), 1).await;
+    reported(&mut sub, "lobby", |r| r["applied"] == 10).await;
+
+    sub.drain();
+    // Four credentials over two parts: the second part breaks the limit of three.
+    let over = parts(20, &credentials("over", 4), 2);
+    let t = |p: usize| topic(&format!("doors/lobby/desired/{p}"));
+    sub.publish(&t(0), over[0].as_str(), false).await;
+    sub.publish(&t(1), over[1].as_str(), false).await;
+    let r = reported(&mut sub, "lobby", |r| r["error"]["version"] == 20).await;
+    assert!(
+        r["error"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("credentials_per_door")
+    );
+    // Its parts again (a redelivery): ignored, not the start of a new assembly.
+    sub.publish(&t(0), over[0].as_str(), false).await;
+    sub.publish(&t(1), over[1].as_str(), false).await;
+    // An invalid payload of an old version: stale, not an error on a healthy door.
+    sub.publish(
+        &t(0),
+        r#"{"version":5,"part":0,"parts":1,"credentials":[{"id":"a","bits":26,"data":"zz"}]}"#,
+        false,
+    )
+    .await;
+    let h = health(&mut sub, |h| h["rejected"]["stale"] == 3).await;
+    assert_eq!(h["rejected"]["invalid"], 1);
+    sub.assert_none(std::time::Duration::from_millis(300), |m| {
+        m.topic == topic("doors/lobby/reported") && m.json()["error"]["version"] != 20
+    })
+    .await;
+    // Nothing of version 20 is left staged.
+    let staged = daemon.store().parts_except("lobby", 2, 9);
+    assert!(staged.is_err(), "staged parts remain: {staged:?}");
+    daemon.shutdown();
+    daemon.wait().await.unwrap();
+}
