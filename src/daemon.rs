@@ -4,19 +4,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use tokio::sync::{Notify, broadcast, mpsc};
+use tokio::sync::{Notify, Semaphore, broadcast, mpsc};
 use tokio::task::JoinHandle;
 use tracing::{Instrument, info, info_span};
 
 use crate::config::Config;
-use crate::engine::{Engine, Inputs, Shared};
+use crate::engine::{Engine, INBOUND_BYTES, Inputs, Shared};
 use crate::events::EventSender;
 use crate::health::Health;
 use crate::link::{Link, LinkSettings};
 use crate::reported::Board;
 use crate::store::Store;
 
-/// Messages from the link waiting for the engine.
+/// Messages from the link waiting for the engine (their bytes are bounded by `INBOUND_BYTES`).
 const INBOUND_QUEUE: usize = 1024;
 /// Events from components waiting for the engine.
 const EVENT_QUEUE: usize = 1024;
@@ -42,6 +42,7 @@ impl Daemon {
             health: health.clone(),
             board: Arc::new(Board::default()),
             events_ready: Arc::new(Notify::new()),
+            inbound_bytes: Arc::new(Semaphore::new(INBOUND_BYTES)),
         };
         let (shutdown, _) = broadcast::channel(1);
         let (inbound_tx, inbound_rx) = mpsc::channel(INBOUND_QUEUE);

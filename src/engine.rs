@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use rumqttc::{AsyncClient, Publish, QoS};
-use tokio::sync::{Notify, broadcast, mpsc};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, broadcast, mpsc};
 use tracing::{debug, error, info, warn};
 
 use crate::config::{Config, DoorMode};
@@ -27,6 +27,10 @@ use crate::topics::{Incoming, Topics};
 
 /// Most messages applied under one flush.
 const GROUP: usize = 512;
+/// Payload bytes that may wait for, or be in, the engine at once; the link takes its share before
+/// forwarding a message, and the share is returned once the message is acknowledged. This bounds
+/// the hub's memory under a burst: the rest of the backlog stays in the broker.
+pub const INBOUND_BYTES: usize = 8 << 20;
 
 /// A message the link received, with what is needed to acknowledge it.
 #[derive(Debug)]
@@ -35,6 +39,8 @@ pub struct Inbound {
     pub publish: Publish,
     /// The client to acknowledge through; `None` when nothing is to be acknowledged.
     pub client: Option<AsyncClient>,
+    /// The message's share of [`INBOUND_BYTES`], released when it is dropped.
+    pub budget: Option<OwnedSemaphorePermit>,
 }
 
 /// The engine's errors: the store failed, and the daemon cannot go on safely.
@@ -56,6 +62,8 @@ pub struct Shared {
     pub board: Arc<Board>,
     /// Signalled when new events are in the outbox.
     pub events_ready: Arc<Notify>,
+    /// [`INBOUND_BYTES`] as permits.
+    pub inbound_bytes: Arc<Semaphore>,
 }
 
 /// The engine's inputs.

@@ -24,7 +24,7 @@ use tokio::time::{Instant, sleep_until};
 use tracing::{Instrument, debug, info, warn};
 
 use crate::config::MqttConfig;
-use crate::engine::{Inbound, Shared};
+use crate::engine::{INBOUND_BYTES, Inbound, Shared};
 use crate::topics::Topics;
 
 /// Publishes the link keeps outstanding at once, of every kind.
@@ -33,11 +33,15 @@ const WINDOW: usize = 256;
 const EVENT_WINDOW: usize = 128;
 /// rumqttc's packet ids: more than [`WINDOW`], so none is reused while in flight.
 const PACKET_IDS: u16 = 1024;
-/// rumqttc's request queue: acks from the engine (at most the broker's in-flight window) plus
-/// this link's publishes (at most [`WINDOW`]) always fit, so queueing never blocks.
-const REQUESTS: usize = 4096;
-/// Events from the poll task waiting for the link.
-const EVENTS: usize = 1024;
+/// rumqttc's request queue. It must never fill: the engine queues its acks there, and only the
+/// poll task drains it, so a full queue would close a loop of waits (poll task, link, engine,
+/// queue). Unacknowledged incoming messages are bounded by the 65,535 packet ids (brokers need not
+/// honour a smaller in-flight window: mosquitto 2.0.11 does not), and this link's own publishes by
+/// [`WINDOW`]. The queue allocates as it fills, so the bound costs nothing while idle.
+const REQUESTS: usize = 65_535 + WINDOW + 64;
+/// Events from the poll task waiting for the link. Small: when the engine is busy, the backlog
+/// belongs in the broker, not in the hub's memory.
+const EVENTS: usize = 64;
 /// How long a clean shutdown waits for the broker to take the shutdown notice.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
@@ -295,9 +299,20 @@ impl Link {
                 self.pump(state);
             }
             Event::Incoming(Incoming::Publish(publish)) => {
+                let bytes = publish.payload.len().clamp(1, INBOUND_BYTES) as u32;
+                let Ok(budget) = self
+                    .shared
+                    .inbound_bytes
+                    .clone()
+                    .acquire_many_owned(bytes)
+                    .await
+                else {
+                    return;
+                };
                 let m = Inbound {
                     publish,
                     client: Some(state.client.clone()),
+                    budget: Some(budget),
                 };
                 if self.inbound.send(m).await.is_err() {
                     debug!("engine gone; not forwarding");

@@ -220,7 +220,7 @@ impl Store {
         let config = sled::Config::new()
             .path(dir.join("db"))
             // sled's default cache is 1 GiB; a hub's working set is far smaller.
-            .cache_capacity(16 * 1024 * 1024);
+            .cache_capacity(8 * 1024 * 1024);
         let db = open_locked(&config, dir)?;
         let next_seq = read_u64(&db, NEXT_SEQ)?.unwrap_or(1);
         let dropped = read_u64(&db, DROPPED)?.unwrap_or(0);

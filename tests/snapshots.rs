@@ -386,3 +386,36 @@ async fn a_version_rejected_whole_ignores_its_remaining_parts_and_old_garbage_is
     daemon.shutdown();
     daemon.wait().await.unwrap();
 }
+
+/// A burst far larger than every queue inside the hub (the broker pushes it without waiting for
+/// acknowledgements) is adopted in full: the hub's acks never wait on its own backlog.
+#[tokio::test]
+async fn a_burst_larger_than_every_internal_queue_is_adopted_in_full() {
+    let broker = Broker::start();
+    let doors: Vec<String> = (0..8).map(|d| format!("d{d}")).collect();
+    let modes: Vec<(&str, &str)> = doors.iter().map(|d| (d.as_str(), "hub")).collect();
+    let hub = Hub::new(&broker, &modes, "");
+    let daemon = hub.start();
+    let mut sub = subscriber(&broker).await;
+    let rounds = 1000u64;
+    let mut burst = Vec::new();
+    for v in 1..=rounds {
+        for d in &doors {
+            let set = credentials(&format!("{d}-{v}"), 2);
+            let payload = parts(v, &set, 1).remove(0);
+            burst.push((topic(&format!("doors/{d}/desired/0")), payload.into_bytes()));
+        }
+    }
+    let publisher = common::burst::FastPublisher::connect(&broker.endpoint(None)).await;
+    publisher.publish_all(burst).await;
+    publisher.wait_acked().await;
+    for d in &doors {
+        let r = reported(&mut sub, d, |r| r["applied"] == rounds).await;
+        assert_eq!(
+            r["digest"],
+            digest(&credentials(&format!("{d}-{rounds}"), 2))
+        );
+    }
+    daemon.shutdown();
+    daemon.wait().await.unwrap();
+}

@@ -7,6 +7,7 @@
 // Each test file uses a different part of the harness.
 #![allow(dead_code)]
 
+pub mod burst;
 pub mod hub;
 
 use std::collections::VecDeque;
