@@ -99,7 +99,8 @@ async fn every_rejection_keeps_the_previous_state_with_a_reason() {
     let hub = Hub::new(
         &broker,
         &[("lobby", "hub")],
-        "[limits]\ncredentials_per_door = 3\n",
+        // Counters go out with the periodic health message.
+        "[limits]\ncredentials_per_door = 3\n\n[health]\ninterval_s = 1\n",
     );
     // Small payload limit so the oversize case stays small.
     let mut toml = std::fs::read_to_string(&hub.config_path).unwrap();
