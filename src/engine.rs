@@ -299,18 +299,9 @@ impl Engine {
                 return Ok(());
             }
             if version == d.set.version {
-                if d.part_hashes.len() == usize::from(part.parts)
-                    && d.part_hashes[usize::from(part.part)] == hash
-                {
-                    self.stale(door, version, "already stored");
-                    return Ok(());
-                }
-                self.reject(
-                    door,
-                    record,
-                    Some(version),
-                    SnapshotError::ContentChanged(version),
-                );
+                let same = d.part_hashes.len() == usize::from(part.parts)
+                    && d.part_hashes[usize::from(part.part)] == hash;
+                self.repeated(door, record, version, same);
                 return Ok(());
             }
         }
@@ -321,25 +312,12 @@ impl Engine {
             }
             if a.version == version {
                 if a.parts != part.parts {
-                    self.reject(
-                        door,
-                        record,
-                        Some(version),
-                        SnapshotError::ContentChanged(version),
-                    );
+                    self.repeated(door, record, version, false);
                     return Ok(());
                 }
                 if let Some(h) = &a.received[usize::from(part.part)] {
-                    if *h == hash {
-                        self.stale(door, version, "part already staged");
-                        return Ok(());
-                    }
-                    self.reject(
-                        door,
-                        record,
-                        Some(version),
-                        SnapshotError::ContentChanged(version),
-                    );
+                    let same = *h == hash;
+                    self.repeated(door, record, version, same);
                     return Ok(());
                 }
             } else {
@@ -443,6 +421,17 @@ impl Engine {
             None => info!(%door, "rejected desired snapshot: {reason}"),
         }
         record.error = Some(ErrorReport { version, reason });
+    }
+
+    /// A part of a version the door already holds, adopted or staged: a redelivery of the same
+    /// content is stale; anything else is the same version with different content.
+    fn repeated(&self, door: &str, record: &mut DoorRecord, version: u64, same: bool) {
+        if same {
+            self.stale(door, version, "part already stored");
+        } else {
+            let error = SnapshotError::ContentChanged(version);
+            self.reject(door, record, Some(version), error);
+        }
     }
 
     fn stale(&self, door: &str, version: u64, why: &str) {

@@ -473,6 +473,15 @@ fn encode_error(key: &[u8], e: impl std::fmt::Display) -> StoreError {
 mod tests {
     use super::*;
 
+    fn seqs(store: &Store) -> Vec<u64> {
+        store
+            .events_from(0, 100)
+            .unwrap()
+            .iter()
+            .map(|e| e.0)
+            .collect()
+    }
+
     fn render(seq: u64, body: &&str) -> Vec<u8> {
         format!("{seq}:{body}").into_bytes()
     }
@@ -504,25 +513,13 @@ mod tests {
                 dropped: 1
             }
         );
-        let seqs: Vec<u64> = store
-            .events_from(0, 10)
-            .unwrap()
-            .iter()
-            .map(|e| e.0)
-            .collect();
-        assert_eq!(seqs, vec![3, 4, 5, 6]);
+        assert_eq!(seqs(&store), vec![3, 4, 5, 6]);
         assert_eq!(store.events_from(5, 10).unwrap()[0].1, b"5:e".to_vec());
         // A batch larger than the bound keeps only its newest.
         store
             .append_events(&["g", "h", "i", "j", "k"], 4, render)
             .unwrap();
-        let seqs: Vec<u64> = store
-            .events_from(0, 10)
-            .unwrap()
-            .iter()
-            .map(|e| e.0)
-            .collect();
-        assert_eq!(seqs, vec![8, 9, 10, 11]);
+        assert_eq!(seqs(&store), vec![8, 9, 10, 11]);
         assert_eq!(
             store.outbox_stats(),
             OutboxStats {
