@@ -124,7 +124,7 @@ impl Tracker {
     fn acked(&mut self, pkid: u16) -> Option<Tag> {
         let tag = self.in_flight.remove(&pkid)?;
         if let Tag::Event(_) = tag {
-            self.events -= 1;
+            self.events = self.events.saturating_sub(1);
         }
         Some(tag)
     }

@@ -4,7 +4,7 @@
 mod common;
 
 use common::hub::{
-    HUB, Hub, WAIT, credentials, digest, health, parts, publish_snapshot, reported, topic,
+    HUB, Hub, credentials, digest, health, parts, publish_snapshot, reported, topic,
 };
 use common::{Broker, Subscriber};
 
@@ -334,7 +334,6 @@ async fn an_interleaved_newer_version_supersedes_the_one_being_assembled() {
     let r = reported(&mut sub, "lobby", |r| r["applied"] == 2).await;
     assert_eq!(r["credentials"], 4);
     assert_eq!(r["digest"], digest(&credentials("b", 4)));
-    let _ = WAIT;
     daemon.shutdown();
     daemon.wait().await.unwrap();
 }

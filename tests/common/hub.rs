@@ -1,13 +1,13 @@
 //! Starting doorhub for a test: a config file in a temp dir, the daemon in-process or as the
 //! real binary, and snapshot payloads with their expected digests.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use doorhub::config::Config;
 use doorhub::daemon::Daemon;
-use doorhub::snapshot::{Credential, SetDigest};
+use doorhub::snapshot::Credential;
 use serde_json::json;
 
 use super::{Broker, Msg, Subscriber};
@@ -164,7 +164,6 @@ pub fn digest(set: &[Credential]) -> String {
     }
     let d = hex::encode(acc);
     assert_eq!(d.len(), 16);
-    let _ = SetDigest::default();
     d
 }
 
@@ -219,9 +218,4 @@ pub async fn health(
     sub.wait_for(WAIT, |m: &Msg| m.topic == t && pred(&m.json()))
         .await
         .json()
-}
-
-/// A path inside a temp dir, for tests that want one.
-pub fn path_in(dir: &Path, name: &str) -> PathBuf {
-    dir.join(name)
 }
