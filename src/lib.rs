@@ -26,6 +26,8 @@ pub mod engine;
 pub mod events;
 pub mod health;
 pub mod link;
+pub mod osdp;
+pub mod push;
 pub mod reported;
 pub mod snapshot;
 pub mod store;
