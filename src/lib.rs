@@ -21,6 +21,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod credset;
 pub mod daemon;
 pub mod engine;
 pub mod events;

@@ -8,7 +8,7 @@
 //! | key | value |
 //! |---|---|
 //! | `d/{door}` | [`DoorRecord`], JSON (small; fields can be added later) |
-//! | `s/{door}` | the desired credential set, postcard |
+//! | `s/{door}` | the desired credential set, sorted by card ([`crate::credset`]) |
 //! | `p/{door}/{part u16 BE}` | a staged [`Part`], postcard |
 //! | `o/{seq u64 BE}` | one event as published, JSON |
 //! | `m/next_seq`, `m/dropped` | outbox counters, u64 BE |
@@ -19,6 +19,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde::{Deserialize, Serialize};
 
+use crate::credset::SetView;
 use crate::snapshot::{Credential, Part, SetDigest};
 
 /// Errors of the store.
@@ -158,11 +159,9 @@ impl Change {
     }
 
     /// Replaces a door's desired set.
-    pub fn put_set(&mut self, door: &str, set: &[Credential]) -> Result<(), StoreError> {
-        let key = set_key(door);
-        let value = postcard::to_stdvec(set).map_err(|e| encode_error(&key, e))?;
-        self.batch.insert(key, value);
-        Ok(())
+    pub fn put_set(&mut self, door: &str, set: &[Credential]) {
+        self.batch
+            .insert(set_key(door), crate::credset::encode(set));
     }
 }
 
@@ -260,11 +259,18 @@ impl Store {
         Ok(out)
     }
 
-    /// A door's desired set (empty if none).
+    /// A door's desired set as stored (see [`crate::credset`]); `None` if it has none.
+    pub fn set_blob(&self, door: &str) -> Result<Option<sled::IVec>, StoreError> {
+        Ok(self.db.get(set_key(door))?)
+    }
+
+    /// A door's desired set, decoded (empty if none).
     pub fn set(&self, door: &str) -> Result<Vec<Credential>, StoreError> {
         let key = set_key(door);
         match self.db.get(&key)? {
-            Some(v) => postcard::from_bytes(&v).map_err(|e| corrupt(&key, e)),
+            Some(v) => SetView::new(&v)
+                .and_then(|view| view.to_vec())
+                .map_err(|e| corrupt(&key, e)),
             None => Ok(Vec::new()),
         }
     }
@@ -556,9 +562,7 @@ mod tests {
         let mut change = Change::new();
         change.put_door("lobby", &record).unwrap();
         change.put_part("lobby", &part).unwrap();
-        change
-            .put_set("lobby", std::slice::from_ref(&cred))
-            .unwrap();
+        change.put_set("lobby", std::slice::from_ref(&cred));
         store.apply(change).unwrap();
         let doors = store.doors().unwrap();
         assert_eq!(doors.len(), 1);
