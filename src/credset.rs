@@ -3,30 +3,32 @@
 //! the set. A `hub` door decides each card read this way, with no copy of its set in memory, and
 //! a full table for a `stored` door comes out already in the order the reader link wants.
 //!
-//! Layout (integers little-endian): magic `DHS1`, count u32, `count` record offsets u32 (from the
-//! start of the blob), then the records: bits u8, data ceil(bits/8) bytes, not_before u32,
-//! not_after u32, id length u8, id (UTF-8).
+//! Layout (integers little-endian): magic `DHS1`, the snapshot version u64, count u32, `count`
+//! record offsets u32 (from the start of the blob), then the records: bits u8, data ceil(bits/8)
+//! bytes, not_before u32, not_after u32, id length u8, id (UTF-8). The version travels with the set
+//! so a reader of the store can tell which snapshot it holds.
 
 use std::cmp::Ordering;
 
 use crate::snapshot::Credential;
 
 const MAGIC: &[u8; 4] = b"DHS1";
-const HEADER: usize = 8;
+const HEADER: usize = 16;
 
 /// A stored set that cannot be read (a damaged store).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("stored credential set is damaged: {0}")]
 pub struct SetError(&'static str);
 
-/// Encodes a set, sorted by card. Ids are at most 64 characters (checked when parsed), so their
-/// UTF-8 length fits in a byte.
-pub fn encode(set: &[Credential]) -> Vec<u8> {
+/// Encodes version `version`'s set, sorted by card. Ids are at most 64 characters (checked when
+/// parsed), so their UTF-8 length fits in a byte.
+pub fn encode(version: u64, set: &[Credential]) -> Vec<u8> {
     let mut order: Vec<&Credential> = set.iter().collect();
     order.sort_by(|a, b| card_cmp((a.bits, &a.data), (b.bits, &b.data)));
     let records: usize = set.iter().map(|c| 10 + c.data.len() + c.id.len()).sum();
     let mut out = Vec::with_capacity(HEADER + 4 * set.len() + records);
     out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&version.to_le_bytes());
     out.extend_from_slice(&(set.len() as u32).to_le_bytes());
     let mut offset = HEADER + 4 * set.len();
     for c in &order {
@@ -50,6 +52,7 @@ fn card_cmp(a: (u8, &[u8]), b: (u8, &[u8])) -> Ordering {
 #[derive(Debug, Clone, Copy)]
 pub struct SetView<'a> {
     blob: &'a [u8],
+    version: u64,
     count: usize,
 }
 
@@ -87,19 +90,24 @@ impl<'a> SetView<'a> {
         if blob.len() < HEADER || &blob[..4] != MAGIC {
             return Err(SetError("bad header"));
         }
-        let count = u32_at(blob, 4).ok_or(SetError("bad header"))? as usize;
+        let version = u32_at(blob, 4)
+            .zip(u32_at(blob, 8))
+            .map(|(lo, hi)| u64::from(lo) | u64::from(hi) << 32)
+            .ok_or(SetError("bad header"))?;
+        let count = u32_at(blob, 12).ok_or(SetError("bad header"))? as usize;
         if HEADER + 4 * count > blob.len() {
             return Err(SetError("offset table overruns the blob"));
         }
-        Ok(SetView { blob, count })
+        Ok(SetView {
+            blob,
+            version,
+            count,
+        })
     }
 
-    /// An empty set's view.
-    pub fn empty() -> SetView<'static> {
-        SetView {
-            blob: &[],
-            count: 0,
-        }
+    /// The snapshot version the set belongs to.
+    pub fn version(&self) -> u64 {
+        self.version
     }
 
     /// How many credentials.
@@ -196,9 +204,10 @@ mod tests {
             cred("b", 8, &[1], 0, 9),
             cred("d", 37, &[0x0a, 0x1b, 0x2c, 0x3d, 0x40], 1, 0),
         ];
-        let blob = encode(&set);
+        let blob = encode(1042, &set);
         let view = SetView::new(&blob).unwrap();
         assert_eq!(view.len(), 4);
+        assert_eq!(view.version(), 1042);
         let ids: Vec<&str> = view.iter().map(|c| c.unwrap().id).collect();
         assert_eq!(ids, vec!["b", "a", "c", "d"]);
         let found = view.lookup(8, &[2]).unwrap().unwrap();
@@ -216,12 +225,12 @@ mod tests {
             v
         };
         assert_eq!(by_id(view.to_vec().unwrap()), by_id(set.clone()));
-        assert!(SetView::new(&encode(&[])).unwrap().is_empty());
+        assert!(SetView::new(&encode(1, &[])).unwrap().is_empty());
     }
 
     #[test]
     fn damaged_blobs_are_errors_not_panics() {
-        let blob = encode(&[cred("a", 8, &[1], 0, 0), cred("b", 16, &[1, 2], 0, 0)]);
+        let blob = encode(3, &[cred("a", 8, &[1], 0, 0), cred("b", 16, &[1, 2], 0, 0)]);
         for cut in 0..blob.len() {
             if let Ok(view) = SetView::new(&blob[..cut]) {
                 for c in view.iter() {
@@ -231,12 +240,12 @@ mod tests {
             }
         }
         let mut bad = blob.clone();
-        bad[8] = 0xff; // first offset far out of range
+        bad[HEADER] = 0xff; // first offset far out of range
         let view = SetView::new(&bad).unwrap();
         assert!(view.get(0).is_err());
-        assert!(SetView::new(b"XXXX\0\0\0\0").is_err());
+        assert!(SetView::new(b"XXXX\0\0\0\0\0\0\0\0\0\0\0\0").is_err());
         let mut huge = blob;
-        huge[4..8].copy_from_slice(&u32::MAX.to_le_bytes());
+        huge[12..16].copy_from_slice(&u32::MAX.to_le_bytes());
         assert!(SetView::new(&huge).is_err());
     }
 }

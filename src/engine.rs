@@ -392,7 +392,7 @@ impl Engine {
             count: set.len(),
             digest: SetDigest::of(&set),
         };
-        change.put_set(door, &set);
+        change.put_set(door, version, &set);
         record.desired = Some(DesiredMeta {
             set: state,
             part_hashes: assembly.received.into_iter().flatten().collect(),

@@ -158,10 +158,10 @@ impl Change {
         }
     }
 
-    /// Replaces a door's desired set.
-    pub fn put_set(&mut self, door: &str, set: &[Credential]) {
+    /// Replaces a door's desired set with version `version`'s.
+    pub fn put_set(&mut self, door: &str, version: u64, set: &[Credential]) {
         self.batch
-            .insert(set_key(door), crate::credset::encode(set));
+            .insert(set_key(door), crate::credset::encode(version, set));
     }
 }
 
@@ -562,7 +562,7 @@ mod tests {
         let mut change = Change::new();
         change.put_door("lobby", &record).unwrap();
         change.put_part("lobby", &part).unwrap();
-        change.put_set("lobby", std::slice::from_ref(&cred));
+        change.put_set("lobby", 3, std::slice::from_ref(&cred));
         store.apply(change).unwrap();
         let doors = store.doors().unwrap();
         assert_eq!(doors.len(), 1);
