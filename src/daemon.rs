@@ -47,12 +47,15 @@ impl Daemon {
         let (shutdown, _) = broadcast::channel(1);
         let (inbound_tx, inbound_rx) = mpsc::channel(INBOUND_QUEUE);
         let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
+        // The bus tasks will hold the senders; until then the channel stays closed.
+        let (_reports_tx, reports_rx) = mpsc::channel(EVENT_QUEUE);
         let engine = Engine::new(
             &config,
             shared.clone(),
             Inputs {
                 inbound: inbound_rx,
                 events: events_rx,
+                reports: reports_rx,
                 shutdown: shutdown.subscribe(),
             },
         )

@@ -8,9 +8,10 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use rumqttc::{AsyncClient, Publish, QoS};
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, broadcast, mpsc};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, broadcast, mpsc, watch};
 use tracing::{debug, error, info, warn};
 
 use crate::config::{Config, DoorMode};
@@ -23,6 +24,7 @@ use crate::snapshot::{
 use crate::store::{
     Assembly, Change, DesiredMeta, DoorRecord, ErrorReport, SetState, Store, StoreError,
 };
+use crate::sync::{DoorReport, Target};
 use crate::topics::{Incoming, Topics};
 
 /// Most messages applied under one flush.
@@ -72,8 +74,19 @@ pub struct Inputs {
     pub inbound: mpsc::Receiver<Inbound>,
     /// Events from components.
     pub events: mpsc::Receiver<Event>,
+    /// What the bus tasks learn about doors.
+    pub reports: mpsc::Receiver<DoorReport>,
     /// Says stop.
     pub shutdown: broadcast::Receiver<()>,
+}
+
+/// What the engine knows of a door's reader; not stored: it is learnt again after a restart.
+#[derive(Debug, Clone)]
+struct ReaderRuntime {
+    online: bool,
+    since: SystemTime,
+    syncing: bool,
+    failure: Option<ErrorReport>,
 }
 
 /// The engine task.
@@ -87,7 +100,10 @@ pub struct Engine {
     doors: BTreeMap<String, DoorRecord>,
     /// Each door's last status, to log changes for the technician.
     statuses: HashMap<String, Status>,
-    reader_since: String,
+    /// What the readers said, since the daemon started.
+    readers: HashMap<String, ReaderRuntime>,
+    /// The target of each `stored` door, watched by its bus task.
+    targets: HashMap<String, watch::Sender<Option<Target>>>,
     /// Set when a damaged record was dropped: the link then subscribes afresh, so that the broker
     /// sends the retained snapshots again.
     resubscribe: bool,
@@ -105,7 +121,8 @@ impl Engine {
             },
             max_queued: config.events.max_queued,
             modes,
-            reader_since: crate::time::rfc3339(shared.health.started_at()),
+            readers: HashMap::new(),
+            targets: HashMap::new(),
             shared,
             inputs,
             doors: BTreeMap::new(),
@@ -123,8 +140,22 @@ impl Engine {
                 }
             }
         }
+        let started = engine.shared.health.started_at();
         for door in config.door.iter() {
-            engine.doors.entry(door.id.clone()).or_default();
+            let record = engine.doors.entry(door.id.clone()).or_default();
+            engine.readers.insert(
+                door.id.clone(),
+                ReaderRuntime {
+                    online: false,
+                    since: started,
+                    syncing: false,
+                    failure: None,
+                },
+            );
+            if door.mode == DoorMode::Stored {
+                let (tx, _) = watch::channel(target(record));
+                engine.targets.insert(door.id.clone(), tx);
+            }
         }
         // A hub door's applied state is the hub's own store: a door that was unconfigured, or
         // configured as stored, when its snapshot arrived is applied now.
@@ -151,16 +182,30 @@ impl Engine {
         self.resubscribe
     }
 
+    /// The targets of the `stored` doors, for their bus tasks.
+    pub fn targets(&self) -> HashMap<String, watch::Receiver<Option<Target>>> {
+        self.targets
+            .iter()
+            .map(|(door, tx)| (door.clone(), tx.subscribe()))
+            .collect()
+    }
+
     /// Runs until shutdown, or until the link has gone.
     pub async fn run(mut self) -> Result<(), EngineError> {
         self.shared.store.flush().await?;
         let mut events_open = true;
+        let mut reports_open = true;
         loop {
             let mut inbound = Vec::new();
             let mut events = Vec::new();
+            let mut reports = Vec::new();
             tokio::select! {
                 biased;
                 _ = self.inputs.shutdown.recv() => break,
+                r = self.inputs.reports.recv(), if reports_open => match r {
+                    Some(r) => reports.push(r),
+                    None => reports_open = false,
+                },
                 m = self.inputs.inbound.recv() => match m {
                     Some(m) => inbound.push(m),
                     None => break,
@@ -170,26 +215,17 @@ impl Engine {
                     None => events_open = false,
                 },
             }
-            while inbound.len() < GROUP {
-                match self.inputs.inbound.try_recv() {
-                    Ok(m) => inbound.push(m),
-                    Err(_) => break,
-                }
-            }
-            while events.len() < GROUP {
-                match self.inputs.events.try_recv() {
-                    Ok(e) => events.push(e),
-                    Err(_) => break,
-                }
-            }
-            self.commit(inbound, events).await?;
+            drain(&mut self.inputs.inbound, &mut inbound);
+            drain(&mut self.inputs.events, &mut events);
+            drain(&mut self.inputs.reports, &mut reports);
+            self.commit(inbound, events, reports).await?;
         }
-        // Events already raised are stored before the process goes: the contract loses none.
-        let mut events = Vec::new();
-        while let Ok(e) = self.inputs.events.try_recv() {
-            events.push(e);
-        }
-        self.commit(Vec::new(), events).await?;
+        // Events and reports already raised are stored before the process goes: the contract
+        // loses none.
+        let (mut events, mut reports) = (Vec::new(), Vec::new());
+        drain(&mut self.inputs.events, &mut events);
+        drain(&mut self.inputs.reports, &mut reports);
+        self.commit(Vec::new(), events, reports).await?;
         debug!("engine stopped");
         Ok(())
     }
@@ -198,8 +234,14 @@ impl Engine {
         &mut self,
         inbound: Vec<Inbound>,
         events: Vec<Event>,
+        reports: Vec<DoorReport>,
     ) -> Result<(), EngineError> {
         let mut touched = BTreeSet::new();
+        for r in reports {
+            if let Some(door) = self.on_report(r)? {
+                touched.insert(door);
+            }
+        }
         for m in &inbound {
             if let Some(door) = self.handle(&m.publish)? {
                 touched.insert(door);
@@ -223,6 +265,58 @@ impl Engine {
         }
         self.report(touched.iter());
         Ok(())
+    }
+
+    /// Applies what a bus task learnt; returns the door whose state may have changed.
+    fn on_report(&mut self, report: DoorReport) -> Result<Option<String>, StoreError> {
+        let door = match &report {
+            DoorReport::Reader { door, .. }
+            | DoorReport::Syncing { door, .. }
+            | DoorReport::Applied { door, .. }
+            | DoorReport::Lost { door }
+            | DoorReport::Failed { door, .. } => door.clone(),
+        };
+        let (Some(reader), Some(record)) = (self.readers.get_mut(&door), self.doors.get_mut(&door))
+        else {
+            debug!(%door, "report for a door that is not configured");
+            return Ok(None);
+        };
+        match report {
+            DoorReport::Reader { online, at, .. } => {
+                if reader.online != online {
+                    reader.online = online;
+                    reader.since = at;
+                }
+            }
+            DoorReport::Syncing { .. } => reader.syncing = true,
+            DoorReport::Failed {
+                version, reason, ..
+            } => {
+                reader.syncing = false;
+                reader.failure = Some(ErrorReport {
+                    version: Some(version),
+                    reason,
+                });
+            }
+            DoorReport::Applied { state, set, .. } => {
+                reader.syncing = false;
+                reader.failure = None;
+                record.applied = Some(state);
+                let mut change = Change::new();
+                change.put_door(&door, record)?;
+                change.put_applied_set(&door, set);
+                self.shared.store.apply(change)?;
+            }
+            DoorReport::Lost { .. } => {
+                // A wiped or replaced reader: the only time `applied` goes backwards.
+                record.applied = None;
+                let mut change = Change::new();
+                change.put_door(&door, record)?;
+                change.remove_applied_set(&door);
+                self.shared.store.apply(change)?;
+            }
+        }
+        Ok(Some(door))
     }
 
     /// Applies one message; returns the door whose state may have changed.
@@ -402,6 +496,11 @@ impl Engine {
         if self.modes.get(door) == Some(&DoorMode::Hub) {
             record.applied = Some(state);
         }
+        if let Some(tx) = self.targets.get(door) {
+            // The bus task reads the set from the store once this change is applied and
+            // flushed; a bus task that started later reads the latest target from the store.
+            tx.send_replace(target(record));
+        }
         info!(%door, version, credentials = state.count, digest = %state.digest, "adopted desired snapshot");
         Ok(())
     }
@@ -442,12 +541,16 @@ impl Engine {
     fn reported(&self, door: &str, record: &DoorRecord) -> Reported {
         let desired = record.desired.as_ref().map_or(0, |d| d.set.version);
         let applied = record.applied.map_or(0, |a| a.version);
-        let status = match self.modes.get(door) {
+        let reader = self.readers.get(door);
+        let stored = self.modes.get(door) == Some(&DoorMode::Stored);
+        let status = match reader {
             None => Status::Unconfigured,
-            // No reader link yet: a stored door has nobody to confirm its table.
-            Some(DoorMode::Stored) => Status::Offline,
-            Some(DoorMode::Hub) if applied == desired => Status::InSync,
-            Some(DoorMode::Hub) => Status::Pending,
+            // A `hub` door's applied state is the hub's own; its reader's link is reported in
+            // `reader` (the bus task that drives it comes with the reader link).
+            Some(r) if !r.online && stored => Status::Offline,
+            Some(_) if applied == desired => Status::InSync,
+            Some(r) if r.failure.is_some() && !r.syncing => Status::Error,
+            Some(_) => Status::Pending,
         };
         Reported {
             door: door.to_owned(),
@@ -460,10 +563,14 @@ impl Engine {
                 .map_or(SetDigest::default(), |a| a.digest)
                 .to_string(),
             reader: ReaderState {
-                online: false,
-                since: self.reader_since.clone(),
+                online: reader.is_some_and(|r| r.online),
+                since: crate::time::rfc3339(
+                    reader.map_or(self.shared.health.started_at(), |r| r.since),
+                ),
             },
-            error: record.error.clone(),
+            error: reader
+                .and_then(|r| r.failure.clone())
+                .or_else(|| record.error.clone()),
         }
     }
 
@@ -500,6 +607,25 @@ impl Engine {
         }
         self.shared.health.set_doors(counts);
     }
+}
+
+/// Takes what is already queued, up to a group.
+fn drain<T>(rx: &mut mpsc::Receiver<T>, into: &mut Vec<T>) {
+    while into.len() < GROUP {
+        match rx.try_recv() {
+            Ok(m) => into.push(m),
+            Err(_) => break,
+        }
+    }
+}
+
+/// The target a `stored` door's record implies.
+fn target(record: &DoorRecord) -> Option<Target> {
+    record.desired.as_ref().map(|d| Target {
+        version: d.set.version,
+        count: d.set.count,
+        digest: d.set.digest,
+    })
 }
 
 /// Whether version `v` is older than what the door has adopted or is assembling.

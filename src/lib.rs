@@ -32,6 +32,7 @@ pub mod push;
 pub mod reported;
 pub mod snapshot;
 pub mod store;
+pub mod sync;
 pub mod time;
 pub mod tls;
 pub mod topics;

@@ -9,6 +9,7 @@
 //! |---|---|
 //! | `d/{door}` | [`DoorRecord`], JSON (small; fields can be added later) |
 //! | `s/{door}` | the desired credential set, sorted by card ([`crate::credset`]) |
+//! | `a/{door}` | the set a `stored` door's reader confirmed, same format |
 //! | `p/{door}/{part u16 BE}` | a staged [`Part`], postcard |
 //! | `o/{seq u64 BE}` | one event as published, JSON |
 //! | `m/next_seq`, `m/dropped` | outbox counters, u64 BE |
@@ -158,6 +159,16 @@ impl Change {
         }
     }
 
+    /// Records the set a `stored` door's reader confirmed (a [`crate::credset`] blob).
+    pub fn put_applied_set(&mut self, door: &str, set: sled::IVec) {
+        self.batch.insert(applied_key(door), set);
+    }
+
+    /// Forgets the set a `stored` door's reader holds (it was wiped or replaced).
+    pub fn remove_applied_set(&mut self, door: &str) {
+        self.batch.remove(applied_key(door));
+    }
+
     /// Replaces a door's desired set with version `version`'s.
     pub fn put_set(&mut self, door: &str, version: u64, set: &[Credential]) {
         self.batch
@@ -262,6 +273,11 @@ impl Store {
     /// A door's desired set as stored (see [`crate::credset`]); `None` if it has none.
     pub fn set_blob(&self, door: &str) -> Result<Option<sled::IVec>, StoreError> {
         Ok(self.db.get(set_key(door))?)
+    }
+
+    /// The set a `stored` door's reader last confirmed, as stored; `None` if none.
+    pub fn applied_set_blob(&self, door: &str) -> Result<Option<sled::IVec>, StoreError> {
+        Ok(self.db.get(applied_key(door))?)
     }
 
     /// A door's desired set, decoded (empty if none).
@@ -421,6 +437,10 @@ fn door_key(door: &str) -> Vec<u8> {
 
 fn set_key(door: &str) -> Vec<u8> {
     format!("s/{door}").into_bytes()
+}
+
+fn applied_key(door: &str) -> Vec<u8> {
+    format!("a/{door}").into_bytes()
 }
 
 fn part_key(door: &str, part: u16) -> Vec<u8> {
