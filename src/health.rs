@@ -1,7 +1,7 @@
 //! The hub's health (`{prefix}/{hub}/health`): counters that components update, and the
 //! payloads the MQTT link publishes, including the last will and the shutdown notice.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Instant, SystemTime};
 
@@ -37,6 +37,7 @@ pub struct Health {
     rejected_stale: AtomicU64,
     mqtt_connected: AtomicBool,
     doors: Mutex<DoorCounts>,
+    buses: Mutex<Vec<Arc<BusCounters>>>,
     /// Signalled when door counts or a link changed, so health goes out within a second.
     pub changed: Notify,
 }
@@ -49,11 +50,67 @@ struct Wire<'a> {
     started_at: String,
     uptime_s: u64,
     doors: DoorCounts,
-    buses: [(); 0],
+    buses: Vec<BusWire<'a>>,
     outbox: Outbox,
     rejected: Rejected,
     store: StoreFigures,
     at: String,
+}
+
+/// One bus's figures, updated by its task and read by health.
+#[derive(Debug)]
+pub struct BusCounters {
+    name: String,
+    port: String,
+    /// Whether the serial port is open.
+    pub open: AtomicBool,
+    /// Readers configured on the bus.
+    pub readers: AtomicU64,
+    /// Readers answering.
+    pub online: AtomicU64,
+    /// Frames sent.
+    pub tx_frames: AtomicU64,
+    /// Replies received.
+    pub rx_frames: AtomicU64,
+    /// Frames dropped for a bad CRC or checksum.
+    pub crc_errors: AtomicU64,
+    /// Commands that got no reply in time (each retransmission counts).
+    pub timeouts: AtomicU64,
+}
+
+#[derive(Serialize)]
+struct BusWire<'a> {
+    name: &'a str,
+    port: &'a str,
+    open: bool,
+    readers: u64,
+    online: u64,
+    tx_frames: u64,
+    rx_frames: u64,
+    crc_errors: u64,
+    timeouts: u64,
+}
+
+impl BusCounters {
+    fn wire(&self) -> BusWire<'_> {
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        BusWire {
+            name: &self.name,
+            port: &self.port,
+            open: self.open.load(Ordering::Relaxed),
+            readers: get(&self.readers),
+            online: get(&self.online),
+            tx_frames: get(&self.tx_frames),
+            rx_frames: get(&self.rx_frames),
+            crc_errors: get(&self.crc_errors),
+            timeouts: get(&self.timeouts),
+        }
+    }
+
+    /// Adds one to a counter.
+    pub fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 #[derive(Serialize)]
@@ -91,6 +148,7 @@ impl Health {
             rejected_stale: AtomicU64::new(0),
             mqtt_connected: AtomicBool::new(false),
             doors: Mutex::new(DoorCounts::default()),
+            buses: Mutex::new(Vec::new()),
             changed: Notify::new(),
         }
     }
@@ -138,6 +196,30 @@ impl Health {
         }
     }
 
+    /// Registers a bus; its task keeps the returned counters up to date.
+    pub fn add_bus(&self, name: &str, port: &str, readers: usize) -> Arc<BusCounters> {
+        let counters = Arc::new(BusCounters {
+            name: name.to_owned(),
+            port: port.to_owned(),
+            open: AtomicBool::new(false),
+            readers: AtomicU64::new(readers as u64),
+            online: AtomicU64::new(0),
+            tx_frames: AtomicU64::new(0),
+            rx_frames: AtomicU64::new(0),
+            crc_errors: AtomicU64::new(0),
+            timeouts: AtomicU64::new(0),
+        });
+        self.buses
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(counters.clone());
+        counters
+    }
+
+    fn bus_list(&self) -> Vec<Arc<BusCounters>> {
+        self.buses.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
     /// The current door counts.
     pub fn doors(&self) -> DoorCounts {
         *self.doors.lock().unwrap_or_else(|e| e.into_inner())
@@ -146,6 +228,7 @@ impl Health {
     /// The retained health payload.
     pub fn to_json(&self, outbox: OutboxStats, store_bytes: u64) -> Vec<u8> {
         let (invalid, stale) = self.rejected();
+        let buses = self.bus_list();
         let wire = Wire {
             hub: &self.hub,
             online: true,
@@ -153,7 +236,7 @@ impl Health {
             started_at: crate::time::rfc3339(self.started_at),
             uptime_s: self.started.elapsed().as_secs(),
             doors: self.doors(),
-            buses: [],
+            buses: buses.iter().map(|b| b.wire()).collect(),
             outbox: Outbox {
                 events: outbox.events,
                 dropped: outbox.dropped,
