@@ -1,8 +1,8 @@
 //! The hub's health (`{prefix}/{hub}/health`): counters that components update, and the
 //! payloads the MQTT link publishes, including the last will and the shutdown notice.
 
-use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 
 use serde::Serialize;

@@ -19,6 +19,7 @@
 //! - [`snapshot`], [`topics`], [`reported`], [`health`], [`events`]: the contract's messages.
 //! - [`daemon`]: starts the components and stops them in order.
 
+pub mod bus;
 pub mod cli;
 pub mod config;
 pub mod credset;

@@ -1,0 +1,643 @@
+//! One reader on a bus, as the control panel sees it: whether it answers, what to send it next,
+//! and what its replies mean (card reads, access events, tamper, the state of its table).
+//!
+//! Like [`super::sync`], this does no I/O: [`ReaderCtl::next`] picks the command, the bus task
+//! sends it, [`ReaderCtl::on_reply`] or [`ReaderCtl::on_timeout`] take the outcome, and
+//! [`ReaderCtl::take_effects`] hands over the reports and events it caused.
+
+use std::collections::VecDeque;
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+use super::sync::{Line, Outcome, POLL_EVERY, SyncJob, Want, state_of};
+use crate::config::{DoorConfig, DoorMode};
+use crate::credset::SetView;
+use crate::events::{AccessReason, Event, EventKind};
+use crate::osdp::message::{
+    Buz, Command, Led, LedPermanent, LedTemporary, Manufacturer, NakReason, Out, Reply,
+};
+use crate::push::mfg::{MfgCommand, MfgReply, REASON_EXPIRED, REASON_NOT_YET_VALID, REASON_OK};
+use crate::store::{SetState, Store};
+use crate::sync::{DoorReport, Target};
+
+/// An offline reader is probed with osdp_ID this often.
+pub const PROBE_EVERY: Duration = Duration::from_secs(2);
+/// The receive buffer assumed until the reader's PDCAP says otherwise.
+pub const DEFAULT_RX_BUFFER: usize = 128;
+/// TIME goes to a `stored` door on coming online and this often.
+const TIME_EVERY: Duration = Duration::from_secs(3600);
+/// Retries of a failed sync wait from 1 s, doubling, up to this.
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+/// What a command was for, so its reply or timeout can be routed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// osdp_ID while the reader is offline or coming online.
+    Probe,
+    /// osdp_CAP while coming online.
+    Caps,
+    /// A POLL.
+    Poll,
+    /// A strike, LED or buzzer command after a decision.
+    Signal,
+    /// The hourly TIME.
+    Time,
+    /// A step of the table sync.
+    Sync,
+    /// A FILETRANSFER fragment.
+    Fragment,
+}
+
+/// What a reply or timeout caused, for the bus task to pass on.
+#[derive(Debug)]
+pub enum Effect {
+    /// A report for the engine.
+    Report(DoorReport),
+    /// An event for the outbox.
+    Event(Event),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Offline,
+    Caps,
+    Ready,
+}
+
+/// The control panel's view of one reader.
+pub struct ReaderCtl {
+    door: DoorConfig,
+    vendor: [u8; 3],
+    max_file_bytes: usize,
+    offline_after: u32,
+    verify_every: Duration,
+    phase: Phase,
+    /// The next sequence number; 0 resets the reader.
+    seq: u8,
+    /// The command to send again after a timeout, with the same sequence.
+    resend: Option<(Command, Purpose)>,
+    missed: u32,
+    next_probe: Instant,
+    rx_buffer: usize,
+    /// No half-received file can be held by the reader.
+    idle: bool,
+    signals: VecDeque<Command>,
+    time_due: Option<Instant>,
+    last_poll: Instant,
+    target: Option<watch::Receiver<Option<Target>>>,
+    confirmed: Option<SetState>,
+    job: Option<SyncJob>,
+    /// After a failure: a full table only, not before this instant.
+    retry: Option<(Instant, Duration)>,
+    verify_at: Option<Instant>,
+    store: Store,
+    /// What replies and timeouts caused, until the bus task takes it.
+    effects: Vec<Effect>,
+}
+
+impl ReaderCtl {
+    /// A reader for `door`, offline until it answers.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        door: DoorConfig,
+        vendor: [u8; 3],
+        max_file_bytes: usize,
+        offline_after: u32,
+        verify_every: Duration,
+        target: Option<watch::Receiver<Option<Target>>>,
+        confirmed: Option<SetState>,
+        store: Store,
+    ) -> ReaderCtl {
+        let now = Instant::now();
+        ReaderCtl {
+            door,
+            vendor,
+            max_file_bytes,
+            offline_after: offline_after.max(1),
+            verify_every,
+            phase: Phase::Offline,
+            seq: 0,
+            resend: None,
+            missed: 0,
+            next_probe: now,
+            rx_buffer: DEFAULT_RX_BUFFER,
+            idle: false,
+            signals: VecDeque::new(),
+            time_due: None,
+            last_poll: now,
+            target,
+            confirmed,
+            job: None,
+            retry: None,
+            verify_at: None,
+            store,
+            effects: Vec::new(),
+        }
+    }
+
+    /// Takes the reports and events caused since the last call.
+    pub fn take_effects(&mut self) -> Vec<Effect> {
+        std::mem::take(&mut self.effects)
+    }
+
+    /// The reader's address.
+    pub fn address(&self) -> u8 {
+        self.door.address
+    }
+
+    /// The door's id.
+    pub fn door(&self) -> &str {
+        &self.door.id
+    }
+
+    /// Whether the reader answers.
+    pub fn online(&self) -> bool {
+        self.phase != Phase::Offline
+    }
+
+    /// When an offline reader is next probed.
+    pub fn next_probe(&self) -> Instant {
+        self.next_probe
+    }
+
+    /// Whether the reader wants the line now (an online reader always does).
+    pub fn due(&self, now: Instant) -> bool {
+        self.online() || now >= self.next_probe
+    }
+
+    /// Whether this reader has a strike, LED or buzzer command waiting: it goes first.
+    pub fn urgent(&self) -> bool {
+        !self.signals.is_empty() && self.online()
+    }
+
+    /// Whether a sync that removes a card is under way: revocations go first.
+    pub fn revoking(&self) -> bool {
+        self.job.as_ref().is_some_and(|j| j.revokes)
+    }
+
+    /// The sequence number for the next command, advancing the counter.
+    pub fn take_seq(&mut self) -> u8 {
+        let s = self.seq;
+        self.seq = if self.seq >= 3 { 1 } else { self.seq + 1 };
+        s
+    }
+
+    /// The sequence the last command used, for a resend after a timeout.
+    pub fn resend_seq(&self) -> u8 {
+        if self.seq == 1 {
+            3
+        } else {
+            self.seq.saturating_sub(1)
+        }
+    }
+
+    /// What to send now, and what for, and whether it is a resend. A command that timed out is
+    /// sent again first (with its sequence number: the caller uses [`ReaderCtl::resend_seq`]).
+    /// `hold` keeps this reader's table sync waiting while another door's revocation goes first.
+    pub fn next(&mut self, now: Instant, hold: bool) -> (Command, Purpose, bool) {
+        if let Some((cmd, purpose)) = self.resend.take() {
+            return (cmd, purpose, true);
+        }
+        match self.phase {
+            Phase::Offline => return (Command::Id, Purpose::Probe, false),
+            Phase::Caps => return (Command::Cap, Purpose::Caps, false),
+            Phase::Ready => {}
+        }
+        if let Some(cmd) = self.signals.pop_front() {
+            return (cmd, Purpose::Signal, false);
+        }
+        if self.door.mode == DoorMode::Stored && self.time_due.is_some_and(|t| now >= t) {
+            self.time_due = Some(now + TIME_EVERY);
+            let unix = SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            let data = MfgCommand::Time { unix_seconds: unix }.encode();
+            return (self.mfg(data), Purpose::Time, false);
+        }
+        if hold {
+            return (Command::Poll, Purpose::Poll, false);
+        }
+        self.start_job(now);
+        let line = self.line();
+        let transferring = self.job.as_ref().is_some_and(SyncJob::transferring);
+        if transferring && now.duration_since(self.last_poll) >= POLL_EVERY / 2 {
+            // Keep the reader's events flowing during a long table: a POLL between fragments.
+            return (Command::Poll, Purpose::Poll, false);
+        }
+        if let Some(job) = self.job.as_mut() {
+            match job.next(&line, now) {
+                Ok(Want::Query) => {
+                    let data = MfgCommand::Query.encode();
+                    return (self.mfg(data), Purpose::Sync, false);
+                }
+                Ok(Want::Abort) => return (Command::Abort, Purpose::Sync, false),
+                Ok(Want::Fragment(cmd)) => return (cmd, Purpose::Fragment, false),
+                Ok(Want::Poll) => {}
+                Err(outcome) => {
+                    // Only a failure comes out of `next`.
+                    if let Outcome::Failed(reason) = outcome {
+                        self.fail_later(reason, now);
+                    }
+                }
+            }
+        }
+        (Command::Poll, Purpose::Poll, false)
+    }
+
+    fn mfg(&self, data: Vec<u8>) -> Command {
+        Command::Mfg(Manufacturer {
+            vendor: self.vendor,
+            data,
+        })
+    }
+
+    fn line(&self) -> Line {
+        Line {
+            rx_buffer: self.rx_buffer,
+            max_file_bytes: self.max_file_bytes,
+            idle: self.idle,
+        }
+    }
+
+    /// Starts a sync when the door's target is not what the reader was last confirmed holding,
+    /// or a verification is due, unless a retry is still backing off.
+    fn start_job(&mut self, now: Instant) {
+        if self.job.is_some() || self.door.mode != DoorMode::Stored {
+            return;
+        }
+        if self.retry.is_some_and(|(at, _)| now < at) {
+            return;
+        }
+        let Some(rx) = self.target.as_mut() else {
+            return;
+        };
+        let target = *rx.borrow_and_update();
+        let Some(target) = target else { return };
+        let confirmed_target = self
+            .confirmed
+            .is_some_and(|c| c.version == target.version && c.digest == target.digest);
+        let verify = self.verify_at.is_some_and(|t| now >= t);
+        if confirmed_target && !verify && self.retry.is_none() {
+            return;
+        }
+        let blob = match self.store.set_blob(&self.door.id) {
+            Ok(Some(blob)) => blob,
+            Ok(None) => return,
+            Err(e) => {
+                warn!(door = %self.door.id, "cannot read the desired set: {e}");
+                return;
+            }
+        };
+        if SetView::new(&blob).map(|v| v.version()).ok() != Some(target.version) {
+            // The store moved on since the target was read: the next target brings it.
+            return;
+        }
+        self.verify_at = None;
+        let revokes = self.confirmed.is_some() && self.removes_cards(&blob);
+        debug!(door = %self.door.id, version = target.version, revokes, "sync");
+        let mut job = SyncJob::new(target, blob, self.retry.is_some());
+        job.revokes = revokes;
+        self.job = Some(job);
+    }
+
+    /// Whether going from the confirmed set to `blob` takes any card away.
+    fn removes_cards(&self, blob: &sled::IVec) -> bool {
+        let from = self.store.applied_set_blob(&self.door.id).ok().flatten();
+        let decode = |b: &sled::IVec| SetView::new(b).and_then(|v| v.to_vec()).ok();
+        match (from.as_ref().and_then(decode), decode(blob)) {
+            (Some(from), Some(to)) => crate::push::file::removes_any(&from, &to),
+            // Unknown: treat it as urgent rather than let a revocation wait.
+            _ => true,
+        }
+    }
+
+    fn fail_later(&mut self, reason: String, now: Instant) {
+        let backoff = self
+            .retry
+            .map_or(Duration::from_secs(1), |(_, d)| (d * 2).min(MAX_BACKOFF));
+        self.retry = Some((now + backoff, backoff));
+        self.idle = false;
+        let version = self.job.take().map_or(0, |j| j.target.version);
+        warn!(door = %self.door.id, version, "sync failed, retrying in {backoff:?}: {reason}");
+        self.effects.push(Effect::Report(DoorReport::Failed {
+            door: self.door.id.clone(),
+            version,
+            reason,
+        }));
+    }
+
+    /// A reply arrived for a command sent for `purpose`.
+    pub fn on_reply(&mut self, purpose: Purpose, reply: Reply, now: Instant) {
+        self.missed = 0;
+        if purpose == Purpose::Poll || purpose == Purpose::Fragment || purpose == Purpose::Sync {
+            self.last_poll = now;
+        }
+        match (purpose, reply) {
+            (_, Reply::Nak(reason)) => {
+                debug!(door = %self.door.id, ?reason, "NAK");
+                if reason == NakReason::from(4) {
+                    // Sequence error: start over from sequence 0.
+                    self.seq = 0;
+                }
+                if matches!(purpose, Purpose::Sync | Purpose::Fragment) && self.job.is_some() {
+                    self.fail_later(format!("the reader refused ({reason:?})"), now);
+                }
+            }
+            (Purpose::Probe, Reply::PdId(id)) => {
+                debug!(door = %self.door.id, ?id, "identified");
+                self.phase = Phase::Caps;
+            }
+            (Purpose::Probe, _) => self.phase = Phase::Caps,
+            (Purpose::Caps, reply) => {
+                if let Reply::PdCap(cap) = &reply
+                    && let Some(size) = cap.receive_buffer_size()
+                {
+                    self.rx_buffer = usize::from(size).max(32);
+                }
+                self.come_online(now);
+            }
+            (Purpose::Sync, Reply::Ack) => {
+                if let Some(job) = self.job.as_mut() {
+                    // The ACK of an ABORT (the reader holds no half file) or of a QUERY.
+                    if job.on_abort_ack() {
+                        self.idle = true;
+                    } else {
+                        job.on_query_ack(now);
+                    }
+                }
+            }
+            (Purpose::Fragment, Reply::FtStat(st)) => {
+                let line = self.line();
+                if st.status >= 0 {
+                    if let Some(job) = self.job.as_mut() {
+                        job.on_fragment_ok(&line);
+                    }
+                } else {
+                    self.fail_later(
+                        format!("the reader refused the file (FTSTAT status {})", st.status),
+                        now,
+                    );
+                }
+            }
+            (_, reply) => self.on_poll_reply(reply, now),
+        }
+    }
+
+    /// Replies that can come to any POLL: card reads, access events, the table state, tamper.
+    fn on_poll_reply(&mut self, reply: Reply, now: Instant) {
+        match reply {
+            Reply::Raw(raw) if self.door.mode == DoorMode::Hub => {
+                let bits = u8::try_from(raw.bits).unwrap_or(0);
+                self.decide(bits, &raw.data);
+            }
+            Reply::LStatR(st) if st.tamper != 0 => self.event(EventKind::Tamper),
+            Reply::MfgRep(m) if m.vendor == self.vendor => match MfgReply::decode(&m.data) {
+                Ok(MfgReply::State {
+                    version,
+                    count,
+                    digest,
+                    ..
+                }) => self.on_state(state_of(version, count, digest), now),
+                Ok(MfgReply::Error { code, version }) => {
+                    if self.job.is_some() {
+                        let reason =
+                            format!("the reader reported error {code} for version {version}");
+                        self.fail_later(reason, now);
+                    }
+                }
+                Ok(MfgReply::Access {
+                    granted,
+                    reason,
+                    bits,
+                    data,
+                }) => self.access_event(granted, reason, bits, &data),
+                Ok(MfgReply::Other { sub, .. }) => {
+                    debug!(door = %self.door.id, sub, "unknown manufacturer reply");
+                }
+                Err(e) => debug!(door = %self.door.id, "bad manufacturer reply: {e}"),
+            },
+            _ => {}
+        }
+    }
+
+    fn on_state(&mut self, reported: SetState, now: Instant) {
+        let line = self.line();
+        let Some(job) = self.job.as_mut() else {
+            return;
+        };
+        let confirmed_blob = match self.confirmed {
+            Some(_) => self.store.applied_set_blob(&self.door.id).ok().flatten(),
+            None => None,
+        };
+        let confirmed = self.confirmed.zip(confirmed_blob.as_ref());
+        match job.on_state(reported, confirmed, &line) {
+            Outcome::Continue => {
+                let version = job.target.version;
+                self.report(DoorReport::Syncing {
+                    door: self.door.id.clone(),
+                    version,
+                });
+            }
+            Outcome::Applied(state) => {
+                let blob = job.blob.clone();
+                self.job = None;
+                self.retry = None;
+                self.confirmed = Some(state);
+                self.verify_at = Some(now + self.verify_every);
+                info!(door = %self.door.id, version = state.version, "door in sync");
+                self.report(DoorReport::Applied {
+                    door: self.door.id.clone(),
+                    state,
+                    set: blob,
+                });
+            }
+            Outcome::Lost => {
+                warn!(door = %self.door.id, "the reader lost its table (wiped or replaced): full resync");
+                let version = job.target.version;
+                self.confirmed = None;
+                self.report(DoorReport::Lost {
+                    door: self.door.id.clone(),
+                });
+                self.report(DoorReport::Syncing {
+                    door: self.door.id.clone(),
+                    version,
+                });
+            }
+            Outcome::Failed(reason) => self.fail_later(reason, now),
+        }
+    }
+
+    /// The command sent for `purpose` got no reply in time.
+    pub fn on_timeout(&mut self, cmd: Command, purpose: Purpose, now: Instant) {
+        self.missed += 1;
+        if self.phase == Phase::Offline {
+            self.next_probe = now + PROBE_EVERY;
+            self.seq = 0;
+            return;
+        }
+        if self.missed >= self.offline_after {
+            self.go_offline(now);
+            return;
+        }
+        if purpose == Purpose::Fragment {
+            // Never the same fragment with the same sequence: ABORT and the file again.
+            self.idle = false;
+            if let Some(job) = self.job.as_mut() {
+                job.on_fragment_lost();
+            }
+        } else {
+            self.resend = Some((cmd, purpose));
+        }
+    }
+
+    fn come_online(&mut self, now: Instant) {
+        self.phase = Phase::Ready;
+        self.idle = false;
+        self.time_due = Some(now);
+        // Whatever the reader holds is checked again.
+        self.verify_at = Some(now);
+        info!(door = %self.door.id, address = self.door.address, rx_buffer = self.rx_buffer, "reader online");
+        self.report(DoorReport::Reader {
+            door: self.door.id.clone(),
+            online: true,
+            at: SystemTime::now(),
+        });
+        self.event(EventKind::ReaderOnline);
+    }
+
+    fn go_offline(&mut self, now: Instant) {
+        warn!(door = %self.door.id, address = self.door.address, "reader offline");
+        self.phase = Phase::Offline;
+        self.seq = 0;
+        self.resend = None;
+        self.job = None;
+        self.signals.clear();
+        self.next_probe = now + PROBE_EVERY;
+        self.report(DoorReport::Reader {
+            door: self.door.id.clone(),
+            online: false,
+            at: SystemTime::now(),
+        });
+        self.event(EventKind::ReaderOffline);
+    }
+
+    /// The bus's port closed: every reader is offline until it answers again.
+    pub fn port_lost(&mut self, now: Instant) {
+        if self.phase != Phase::Offline {
+            self.go_offline(now);
+        }
+    }
+
+    fn event(&mut self, kind: EventKind) {
+        self.effects.push(Effect::Event(Event {
+            at: SystemTime::now(),
+            door: self.door.id.clone(),
+            kind,
+        }));
+    }
+
+    fn report(&mut self, report: DoorReport) {
+        self.effects.push(Effect::Report(report));
+    }
+
+    /// A `hub` door's decision on a card read: strike, LED and buzzer queued first, then the
+    /// access event.
+    fn decide(&mut self, bits: u8, data: &[u8]) {
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let found = match self.store.set_blob(&self.door.id) {
+            Ok(Some(blob)) => SetView::new(&blob)
+                .and_then(|v| v.lookup(bits, data).map(|c| c.map(|c| c.to_credential())))
+                .unwrap_or_else(|e| {
+                    warn!(door = %self.door.id, "{e}");
+                    None
+                }),
+            _ => None,
+        };
+        let (granted, reason, credential) = match &found {
+            None => (false, AccessReason::UnknownCard, None),
+            Some(c) if c.not_before != 0 && now < u64::from(c.not_before) => {
+                (false, AccessReason::NotYetValid, Some(c.id.clone()))
+            }
+            Some(c) if c.not_after != 0 && now > u64::from(c.not_after) => {
+                (false, AccessReason::Expired, Some(c.id.clone()))
+            }
+            Some(c) => (true, AccessReason::Ok, Some(c.id.clone())),
+        };
+        if granted {
+            self.signals.push_back(Command::Out(vec![Out {
+                output: self.door.strike_output,
+                // Control code 5: temporary on, for the timer.
+                control: 5,
+                timer_100ms: u16::try_from(self.door.strike_ms / 100).unwrap_or(u16::MAX),
+            }]));
+        }
+        self.signals.push_back(Command::Led(vec![Led {
+            reader: 0,
+            led: 0,
+            temporary: LedTemporary {
+                control: 2,
+                on_time: 10,
+                off_time: 0,
+                on_color: if granted { 2 } else { 1 },
+                off_color: if granted { 2 } else { 1 },
+                timer_100ms: 20,
+            },
+            permanent: LedPermanent {
+                control: 0,
+                on_time: 0,
+                off_time: 0,
+                on_color: 0,
+                off_color: 0,
+            },
+        }]));
+        self.signals.push_back(Command::Buz(vec![Buz {
+            reader: 0,
+            tone: 2,
+            on_time: if granted { 2 } else { 5 },
+            off_time: 1,
+            count: if granted { 1 } else { 2 },
+        }]));
+        info!(door = %self.door.id, granted, ?reason, "card read");
+        self.event(EventKind::Access {
+            granted,
+            reason,
+            credential,
+            bits,
+            data: hex::encode(data),
+        });
+    }
+
+    /// A `stored` door's own decision, mapped to the credential id.
+    fn access_event(&mut self, granted: bool, reason: u8, bits: u8, data: &[u8]) {
+        let credential = self
+            .store
+            .applied_set_blob(&self.door.id)
+            .ok()
+            .flatten()
+            .or_else(|| self.store.set_blob(&self.door.id).ok().flatten())
+            .and_then(|blob| {
+                SetView::new(&blob)
+                    .and_then(|v| v.lookup(bits, data).map(|c| c.map(|c| c.id.to_owned())))
+                    .ok()
+                    .flatten()
+            });
+        let reason = match reason {
+            REASON_OK => AccessReason::Ok,
+            REASON_NOT_YET_VALID => AccessReason::NotYetValid,
+            REASON_EXPIRED => AccessReason::Expired,
+            _ => AccessReason::UnknownCard,
+        };
+        self.event(EventKind::Access {
+            granted,
+            reason,
+            credential,
+            bits,
+            data: hex::encode(data),
+        });
+    }
+}
