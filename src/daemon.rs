@@ -5,9 +5,11 @@ use std::time::Duration;
 
 use anyhow::Context;
 use tokio::sync::{Notify, Semaphore, broadcast, mpsc};
-use tokio::task::JoinHandle;
+use tokio::task::{JoinHandle, JoinSet};
 use tracing::{Instrument, info, info_span};
 
+use crate::bus::Bus;
+use crate::bus::reader::ReaderCtl;
 use crate::config::Config;
 use crate::engine::{Engine, INBOUND_BYTES, Inputs, Shared};
 use crate::events::EventSender;
@@ -28,6 +30,7 @@ pub struct Daemon {
     health: Arc<Health>,
     engine: JoinHandle<anyhow::Result<()>>,
     link: JoinHandle<anyhow::Result<()>>,
+    buses: JoinSet<()>,
     store: Store,
 }
 
@@ -47,8 +50,7 @@ impl Daemon {
         let (shutdown, _) = broadcast::channel(1);
         let (inbound_tx, inbound_rx) = mpsc::channel(INBOUND_QUEUE);
         let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
-        // The bus tasks will hold the senders; until then the channel stays closed.
-        let (_reports_tx, reports_rx) = mpsc::channel(EVENT_QUEUE);
+        let (reports_tx, reports_rx) = mpsc::channel(EVENT_QUEUE);
         let engine = Engine::new(
             &config,
             shared.clone(),
@@ -71,6 +73,37 @@ impl Daemon {
             inbound_tx,
             shutdown.subscribe(),
         );
+        let mut buses = JoinSet::new();
+        let targets = engine.targets();
+        for bus in &config.bus {
+            let readers = config
+                .door
+                .iter()
+                .filter(|d| d.bus == bus.name)
+                .map(|d| {
+                    ReaderCtl::new(
+                        d.clone(),
+                        bus.vendor_code_bytes(),
+                        bus.max_file_bytes,
+                        bus.offline_after,
+                        Duration::from_secs(bus.verify_interval_s),
+                        targets.get(&d.id).cloned(),
+                        engine.applied(&d.id),
+                        store.clone(),
+                    )
+                })
+                .collect();
+            let task = Bus::new(
+                bus.clone(),
+                readers,
+                health.clone(),
+                reports_tx.clone(),
+                EventSender(events_tx.clone()),
+                shutdown.subscribe(),
+            );
+            buses.spawn(task.run().instrument(info_span!("bus", bus = %bus.name)));
+        }
+        drop(reports_tx);
         let hub = config.hub.id.clone();
         let engine = tokio::spawn(
             async move { engine.run().await.context("engine") }
@@ -87,6 +120,7 @@ impl Daemon {
             health,
             engine,
             link,
+            buses,
             store,
         })
     }
@@ -120,6 +154,7 @@ impl Daemon {
             health: _,
             engine,
             link,
+            mut buses,
             store,
         } = self;
         drop(events);
@@ -131,6 +166,8 @@ impl Daemon {
             r = &mut link => ("link", r),
         };
         let _ = shutdown.send(());
+        // The buses stop first, so that what they report reaches the engine before it stops.
+        while buses.join_next().await.is_some() {}
         let second = if first.0 == "engine" {
             ("link", link.await)
         } else {

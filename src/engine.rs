@@ -6,6 +6,7 @@
 //! applied, flushed once, then acknowledged in arrival order. One fsync then covers many
 //! messages, which keeps durable adoption close to the broker's delivery rate.
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -27,6 +28,8 @@ use crate::store::{
 use crate::sync::{DoorReport, Target};
 use crate::topics::{Incoming, Topics};
 
+/// How long a stopping engine waits for the other components to hand over their events.
+const SHUTDOWN_DRAIN: std::time::Duration = std::time::Duration::from_secs(2);
 /// Most messages applied under one flush.
 const GROUP: usize = 512;
 /// Payload bytes that may wait for, or be in, the engine at once; the link takes its share before
@@ -104,6 +107,8 @@ pub struct Engine {
     readers: HashMap<String, ReaderRuntime>,
     /// The target of each `stored` door, watched by its bus task.
     targets: HashMap<String, watch::Sender<Option<Target>>>,
+    /// Doors whose target changes once the current group is flushed.
+    retarget: RefCell<BTreeSet<String>>,
     /// Set when a damaged record was dropped: the link then subscribes afresh, so that the broker
     /// sends the retained snapshots again.
     resubscribe: bool,
@@ -123,6 +128,7 @@ impl Engine {
             modes,
             readers: HashMap::new(),
             targets: HashMap::new(),
+            retarget: RefCell::new(BTreeSet::new()),
             shared,
             inputs,
             doors: BTreeMap::new(),
@@ -182,6 +188,11 @@ impl Engine {
         self.resubscribe
     }
 
+    /// What a door's reader was last confirmed holding (for a `hub` door, the hub's own state).
+    pub fn applied(&self, door: &str) -> Option<SetState> {
+        self.doors.get(door).and_then(|r| r.applied)
+    }
+
     /// The targets of the `stored` doors, for their bus tasks.
     pub fn targets(&self) -> HashMap<String, watch::Receiver<Option<Target>>> {
         self.targets
@@ -221,10 +232,22 @@ impl Engine {
             self.commit(inbound, events, reports).await?;
         }
         // Events and reports already raised are stored before the process goes: the contract
-        // loses none.
+        // loses none. The bus tasks are stopping too; wait for them to hand over what they have.
+        let deadline = tokio::time::Instant::now() + SHUTDOWN_DRAIN;
         let (mut events, mut reports) = (Vec::new(), Vec::new());
-        drain(&mut self.inputs.events, &mut events);
-        drain(&mut self.inputs.reports, &mut reports);
+        while events_open || reports_open {
+            tokio::select! {
+                e = self.inputs.events.recv(), if events_open => match e {
+                    Some(e) => events.push(e),
+                    None => events_open = false,
+                },
+                r = self.inputs.reports.recv(), if reports_open => match r {
+                    Some(r) => reports.push(r),
+                    None => reports_open = false,
+                },
+                _ = tokio::time::sleep_until(deadline) => break,
+            }
+        }
         self.commit(Vec::new(), events, reports).await?;
         debug!("engine stopped");
         Ok(())
@@ -262,6 +285,11 @@ impl Engine {
         }
         if !events.is_empty() {
             self.shared.events_ready.notify_one();
+        }
+        for door in std::mem::take(&mut *self.retarget.borrow_mut()) {
+            if let (Some(tx), Some(record)) = (self.targets.get(&door), self.doors.get(&door)) {
+                tx.send_replace(target(record));
+            }
         }
         self.report(touched.iter());
         Ok(())
@@ -496,10 +524,10 @@ impl Engine {
         if self.modes.get(door) == Some(&DoorMode::Hub) {
             record.applied = Some(state);
         }
-        if let Some(tx) = self.targets.get(door) {
-            // The bus task reads the set from the store once this change is applied and
-            // flushed; a bus task that started later reads the latest target from the store.
-            tx.send_replace(target(record));
+        if self.targets.contains_key(door) {
+            // Told to the bus task once the set is flushed: a reader must never hold a version
+            // the hub could still lose.
+            self.retarget.borrow_mut().insert(door.to_owned());
         }
         info!(%door, version, credentials = state.count, digest = %state.digest, "adopted desired snapshot");
         Ok(())
