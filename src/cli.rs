@@ -56,6 +56,64 @@ pub fn run(path: &Path) -> ExitCode {
     }
 }
 
+/// `doorhub scan`: lists the readers that answer on a bus; exit status 1 if the port can't be
+/// used, 0 otherwise (also when nothing answers: that is a finding, not a failure).
+pub fn scan(port: &Path, baud: u32) -> ExitCode {
+    use std::io::Write;
+    use tokio_serial::SerialPortBuilderExt;
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        let io = tokio_serial::new(port.to_string_lossy(), baud)
+            .open_native_async()
+            .map_err(|e| {
+                format!(
+                    "cannot open {}: {e} (is doorhub running? stop it first)",
+                    port.display()
+                )
+            })?;
+        eprintln!(
+            "scanning {} at {baud} baud, addresses 0 to 126...",
+            port.display()
+        );
+        crate::scan::scan(io, baud, 0..=126, |a| {
+            eprint!("\r  address {a:3}");
+            let _ = std::io::stderr().flush();
+        })
+        .await
+        .map_err(|e| format!("{}: {e}", port.display()))
+    });
+    eprintln!();
+    match result {
+        Ok(found) if found.is_empty() => {
+            println!(
+                "no reader answered on {} at {baud} baud (check wiring A/B, termination, baud and power)",
+                port.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Ok(found) => {
+            for f in &found {
+                println!("{f}");
+            }
+            println!("{} reader(s) found", found.len());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("doorhub scan: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 /// Logs to stderr; `RUST_LOG` wins over the config's `log.level`.
 fn init_logging(level: &str) {
     let filter = EnvFilter::try_from_default_env()

@@ -31,6 +31,7 @@ pub mod link;
 pub mod osdp;
 pub mod push;
 pub mod reported;
+pub mod scan;
 pub mod snapshot;
 pub mod store;
 pub mod sync;

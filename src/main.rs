@@ -26,6 +26,15 @@ enum Command {
         #[arg(long, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
     },
+    /// Find the readers on a bus and list them (stop the daemon first: the port is exclusive).
+    Scan {
+        /// The serial port, e.g. /dev/ttyUSB0.
+        #[arg(long)]
+        port: PathBuf,
+        /// Line speed.
+        #[arg(long, default_value_t = 9600)]
+        baud: u32,
+    },
     /// Check a config file, print every problem, and exit non-zero if there is any.
     CheckConfig {
         /// The config file.
@@ -39,5 +48,6 @@ fn main() -> ExitCode {
     match cli.command {
         Command::CheckConfig { config } => doorhub::cli::check_config(&config),
         Command::Run { config } => doorhub::cli::run(&config),
+        Command::Scan { port, baud } => doorhub::cli::scan(&port, baud),
     }
 }
