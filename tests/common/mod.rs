@@ -9,6 +9,7 @@
 
 pub mod burst;
 pub mod hub;
+pub mod peer;
 
 use std::collections::VecDeque;
 use std::fmt;
