@@ -161,12 +161,8 @@ impl Bus {
             }
             let hold = self.readers.iter().any(ReaderCtl::revoking) && !self.readers[i].revoking();
             let reader = &mut self.readers[i];
-            let (cmd, purpose, resend) = reader.next(now, hold);
-            let seq = if resend {
-                reader.resend_seq()
-            } else {
-                reader.take_seq()
-            };
+            let (cmd, purpose) = reader.next(now, hold);
+            let seq = reader.take_seq();
             let address = reader.address();
             let frame = cmd.to_frame(address, seq);
             write_frame(&mut tx, &frame, true).await?;

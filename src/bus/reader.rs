@@ -77,6 +77,8 @@ pub struct ReaderCtl {
     phase: Phase,
     /// The next sequence number; 0 resets the reader.
     seq: u8,
+    /// The sequence number the last command used.
+    last_seq: u8,
     /// The command to send again after a timeout, with the same sequence.
     resend: Option<(Command, Purpose)>,
     missed: u32,
@@ -120,6 +122,7 @@ impl ReaderCtl {
             verify_every,
             phase: Phase::Offline,
             seq: 0,
+            last_seq: 0,
             resend: None,
             missed: 0,
             next_probe: now,
@@ -181,33 +184,23 @@ impl ReaderCtl {
     /// The sequence number for the next command, advancing the counter.
     pub fn take_seq(&mut self) -> u8 {
         let s = self.seq;
+        self.last_seq = s;
         self.seq = if self.seq >= 3 { 1 } else { self.seq + 1 };
         s
     }
 
-    /// The sequence the last command used, for a resend after a timeout.
-    pub fn resend_seq(&self) -> u8 {
-        if self.seq == 1 {
-            3
-        } else {
-            self.seq.saturating_sub(1)
-        }
-    }
-
-    /// What to send now, and what for, and whether it is a resend. A command that timed out is
-    /// sent again first (with its sequence number: the caller uses [`ReaderCtl::resend_seq`]).
-    /// `hold` keeps this reader's table sync waiting while another door's revocation goes first.
-    pub fn next(&mut self, now: Instant, hold: bool) -> (Command, Purpose, bool) {
+    /// What to send now, and what for. A command that timed out is sent again first. `hold` keeps this reader's table sync waiting while another door's revocation goes first.
+    pub fn next(&mut self, now: Instant, hold: bool) -> (Command, Purpose) {
         if let Some((cmd, purpose)) = self.resend.take() {
-            return (cmd, purpose, true);
+            return (cmd, purpose);
         }
         match self.phase {
-            Phase::Offline => return (Command::Id, Purpose::Probe, false),
-            Phase::Caps => return (Command::Cap, Purpose::Caps, false),
+            Phase::Offline => return (Command::Id, Purpose::Probe),
+            Phase::Caps => return (Command::Cap, Purpose::Caps),
             Phase::Ready => {}
         }
         if let Some(cmd) = self.signals.pop_front() {
-            return (cmd, Purpose::Signal, false);
+            return (cmd, Purpose::Signal);
         }
         if self.door.mode == DoorMode::Stored && self.time_due.is_some_and(|t| now >= t) {
             self.time_due = Some(now + TIME_EVERY);
@@ -215,26 +208,26 @@ impl ReaderCtl {
                 .duration_since(SystemTime::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs());
             let data = MfgCommand::Time { unix_seconds: unix }.encode();
-            return (self.mfg(data), Purpose::Time, false);
+            return (self.mfg(data), Purpose::Time);
         }
         if hold {
-            return (Command::Poll, Purpose::Poll, false);
+            return (Command::Poll, Purpose::Poll);
         }
         self.start_job(now);
         let line = self.line();
         let transferring = self.job.as_ref().is_some_and(SyncJob::transferring);
         if transferring && now.duration_since(self.last_poll) >= POLL_EVERY / 2 {
             // Keep the reader's events flowing during a long table: a POLL between fragments.
-            return (Command::Poll, Purpose::Poll, false);
+            return (Command::Poll, Purpose::Poll);
         }
         if let Some(job) = self.job.as_mut() {
             match job.next(&line, now) {
                 Ok(Want::Query) => {
                     let data = MfgCommand::Query.encode();
-                    return (self.mfg(data), Purpose::Sync, false);
+                    return (self.mfg(data), Purpose::Sync);
                 }
-                Ok(Want::Abort) => return (Command::Abort, Purpose::Sync, false),
-                Ok(Want::Fragment(cmd)) => return (cmd, Purpose::Fragment, false),
+                Ok(Want::Abort) => return (Command::Abort, Purpose::Sync),
+                Ok(Want::Fragment(cmd)) => return (cmd, Purpose::Fragment),
                 Ok(Want::Poll) => {}
                 Err(outcome) => {
                     // Only a failure comes out of `next`.
@@ -244,7 +237,7 @@ impl ReaderCtl {
                 }
             }
         }
-        (Command::Poll, Purpose::Poll, false)
+        (Command::Poll, Purpose::Poll)
     }
 
     fn mfg(&self, data: Vec<u8>) -> Command {
@@ -473,6 +466,9 @@ impl ReaderCtl {
     /// The command sent for `purpose` got no reply in time.
     pub fn on_timeout(&mut self, cmd: Command, purpose: Purpose, now: Instant) {
         self.missed += 1;
+        // The reader may never have seen that frame: a libosdp PD accepts only its last
+        // sequence number + 1, the same again, or 0, so whatever goes next reuses this one.
+        self.seq = self.last_seq;
         if self.phase == Phase::Offline {
             self.next_probe = now + PROBE_EVERY;
             self.seq = 0;
