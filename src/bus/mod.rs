@@ -102,10 +102,13 @@ impl Bus {
                     self.set_open(true);
                     let result = self.serve(port).await;
                     self.set_open(false);
-                    self.all_offline().await;
                     match result {
+                        // Shutdown: the readers did not go offline, the hub is stopping.
                         Ok(()) => return,
-                        Err(e) => warn!("bus failed, reopening: {e}"),
+                        Err(e) => {
+                            warn!("bus failed, reopening: {e}");
+                            self.all_offline().await;
+                        }
                     }
                     backoff = Duration::from_secs(1);
                 }

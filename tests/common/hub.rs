@@ -33,23 +33,50 @@ impl Hub {
         )
     }
 
+    /// A hub for `broker` whose bus `rs485-a` is `port` at `baud`, with `doors` as
+    /// `(id, mode, address)`, plus extra TOML.
+    pub fn with_bus(
+        broker: &Broker,
+        port: &str,
+        baud: u32,
+        doors: &[(&str, &str, u8)],
+        extra: &str,
+    ) -> Hub {
+        let mut body = format!("[[bus]]\nname = \"rs485-a\"\nport = \"{port}\"\nbaud = {baud}\n\n");
+        for (id, mode, address) in doors {
+            body.push_str(&format!(
+                "[[door]]\nid = \"{id}\"\nbus = \"rs485-a\"\naddress = {address}\nmode = \"{mode}\"\n\n"
+            ));
+        }
+        body.push_str(extra);
+        Hub::build(
+            &format!("url = \"{}\"\nallow_plaintext = true\n", broker.url()),
+            &body,
+        )
+    }
+
     /// A hub config with the given `[mqtt]` body.
     pub fn with_mqtt(mqtt: &str, doors: &[(&str, &str)], extra: &str) -> Hub {
+        let mut body = String::from("[[bus]]\nname = \"rs485-a\"\nport = \"/dev/null\"\n\n");
+        for (i, (id, mode)) in doors.iter().enumerate() {
+            body.push_str(&format!(
+                "[[door]]\nid = \"{id}\"\nbus = \"rs485-a\"\naddress = {i}\nmode = \"{mode}\"\n\n"
+            ));
+        }
+        body.push_str(extra);
+        Hub::build(mqtt, &body)
+    }
+
+    fn build(mqtt: &str, body: &str) -> Hub {
         let dir = tempfile::tempdir().unwrap();
         let mut toml = format!(
             "[hub]\nid = \"{HUB}\"\ndata_dir = \"{}\"\n\n[mqtt]\n{mqtt}\n",
             dir.path().join("data").display()
         );
-        if !extra.contains("[health]") {
+        if !body.contains("[health]") {
             toml.push_str("[health]\ninterval_s = 60\n\n");
         }
-        toml.push_str("[[bus]]\nname = \"rs485-a\"\nport = \"/dev/null\"\n\n");
-        for (i, (id, mode)) in doors.iter().enumerate() {
-            toml.push_str(&format!(
-                "[[door]]\nid = \"{id}\"\nbus = \"rs485-a\"\naddress = {i}\nmode = \"{mode}\"\n\n"
-            ));
-        }
-        toml.push_str(extra);
+        toml.push_str(body);
         let config_path = dir.path().join("doorhub.toml");
         std::fs::write(&config_path, toml).unwrap();
         Hub { dir, config_path }

@@ -1,0 +1,163 @@
+//! The hub's bus task against an independent OSDP implementation: a libosdp peripheral
+//! (`tests/interop/pd_peer.py`) on the other end of a pty, the daemon in-process with a real
+//! mosquitto and sled.
+
+mod common;
+
+use std::time::Duration;
+
+use common::hub::{HUB, Hub, credentials, digest, publish_snapshot, reported, topic};
+use common::peer::{Mode, Peer, PeerOptions};
+use common::{Broker, Subscriber};
+use serde_json::Value;
+
+/// How long the peer may take to show something.
+const PEER: Duration = Duration::from_secs(15);
+
+async fn subscriber(broker: &Broker) -> Subscriber {
+    Subscriber::connect(broker, &[&format!("doorhub/v1/{HUB}/#")]).await
+}
+
+#[tokio::test]
+async fn a_hub_door_reads_a_card_and_drives_strike_led_and_buzzer() {
+    let broker = Broker::start();
+    let mut peer = Peer::spawn_pty(&PeerOptions::new(1, Mode::Plain)).await;
+    let hub = Hub::with_bus(&broker, peer.port(), 115_200, &[("front", "hub", 1)], "");
+    let daemon = hub.start();
+    let mut sub = subscriber(&broker).await;
+    let set = credentials("front", 3);
+    publish_snapshot(&mut sub, "front", 1, &set, 1).await;
+    // Online: ID, CAP, polls.
+    let r = reported(&mut sub, "front", |r| {
+        r["reader"]["online"] == true && r["applied"] == 1
+    })
+    .await;
+    assert_eq!(r["status"], "in_sync");
+
+    let card = hex::encode(&set[1].data);
+    peer.send(&format!("card 26 {card}")).await;
+    let out = peer
+        .wait_for(PEER, |v| {
+            v["event"] == "command" && v["command"] == "output"
+        })
+        .await;
+    assert_eq!(out["control_code"], 5, "{out}");
+    assert_eq!(
+        out["timer_count"], 30,
+        "strike_ms 3000 in 100 ms units: {out}"
+    );
+    let led = peer
+        .wait_for(PEER, |v| v["event"] == "command" && v["command"] == "led")
+        .await;
+    assert_eq!(led["on_color"], 2, "green: {led}");
+    peer.wait_for(PEER, |v| {
+        v["event"] == "command" && v["command"] == "buzzer"
+    })
+    .await;
+    let e = sub
+        .wait_for(PEER, |m| {
+            m.topic == topic("events") && m.json()["type"] == "access"
+        })
+        .await
+        .json();
+    assert_eq!(e["granted"], true);
+    assert_eq!(e["credential"], set[1].id);
+    assert_eq!(e["data"], card);
+
+    // An unknown card: red, no strike.
+    peer.drain();
+    peer.send("card 26 ffffffc0").await;
+    let led = peer
+        .wait_for(PEER, |v| v["event"] == "command" && v["command"] == "led")
+        .await;
+    assert_eq!(led["on_color"], 1, "red: {led}");
+    let e = sub
+        .wait_for(PEER, |m| {
+            m.topic == topic("events") && m.json()["type"] == "access"
+        })
+        .await
+        .json();
+    assert_eq!(
+        (e["granted"].clone(), e["reason"].clone()),
+        (Value::Bool(false), "unknown_card".into())
+    );
+    assert!(
+        peer.history()
+            .iter()
+            .filter(|v| v["command"] == "output")
+            .count()
+            == 1
+    );
+    daemon.shutdown();
+    daemon.wait().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_stored_door_gets_a_full_table_then_a_delta_and_matches_the_hub_digest() {
+    let broker = Broker::start();
+    let mut peer = Peer::spawn_pty(&PeerOptions::new(2, Mode::Stored)).await;
+    let hub = Hub::with_bus(&broker, peer.port(), 115_200, &[("vault", "stored", 2)], "");
+    let daemon = hub.start();
+    let mut sub = subscriber(&broker).await;
+    let v1 = credentials("vault", 600);
+    publish_snapshot(&mut sub, "vault", 1, &v1, 2).await;
+    let r = reported(&mut sub, "vault", |r| r["applied"] == 1).await;
+    assert_eq!(r["status"], "in_sync");
+    assert_eq!(r["digest"], digest(&v1));
+    let state = peer
+        .wait_for(PEER, |v| v["event"] == "state" && v["version"] == 1)
+        .await;
+    assert_eq!(
+        state["digest"],
+        digest(&v1),
+        "the reader holds what the hub reports"
+    );
+    assert!(
+        peer.history()
+            .iter()
+            .any(|v| v["event"] == "file" && v["type"] == 128),
+        "a full table"
+    );
+
+    // Revoke one card: a delta.
+    let v2: Vec<_> = v1.iter().filter(|c| c.id != v1[10].id).cloned().collect();
+    publish_snapshot(&mut sub, "vault", 2, &v2, 1).await;
+    let r = reported(&mut sub, "vault", |r| r["applied"] == 2).await;
+    assert_eq!(r["digest"], digest(&v2));
+    let file = peer
+        .wait_for(PEER, |v| v["event"] == "file" && v["version"] == 2)
+        .await;
+    assert_eq!(file["type"], 129, "a delta: {file}");
+    assert_eq!(file["size"], 41, "{file}");
+    let state = peer
+        .wait_for(PEER, |v| v["event"] == "state" && v["version"] == 2)
+        .await;
+    assert_eq!(state["digest"], digest(&v2));
+    daemon.shutdown();
+    daemon.wait().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_hub_restarted_mid_transfer_still_converges() {
+    let broker = Broker::start();
+    let mut peer = Peer::spawn_pty(&PeerOptions::new(3, Mode::Stored)).await;
+    let hub = Hub::with_bus(&broker, peer.port(), 115_200, &[("vault", "stored", 3)], "");
+    let daemon = hub.start();
+    let mut sub = subscriber(&broker).await;
+    let set = credentials("big", 3000);
+    publish_snapshot(&mut sub, "vault", 7, &set, 3).await;
+    // Stop the hub once the first table part has arrived, before the rest.
+    peer.wait_for(PEER, |v| v["event"] == "file" && v["result"] == "staged")
+        .await;
+    daemon.shutdown();
+    daemon.wait().await.unwrap();
+    let daemon = hub.start();
+    let r = reported(&mut sub, "vault", |r| r["applied"] == 7).await;
+    assert_eq!(r["digest"], digest(&set));
+    let state = peer
+        .wait_for(PEER, |v| v["event"] == "state" && v["version"] == 7)
+        .await;
+    assert_eq!(state["digest"], digest(&set));
+    daemon.shutdown();
+    daemon.wait().await.unwrap();
+}
