@@ -18,6 +18,7 @@
 //! - [`store`]: sled; every change is one atomic batch, flushed before acknowledgement.
 //! - [`snapshot`], [`topics`], [`reported`], [`health`], [`events`]: the contract's messages.
 //! - [`daemon`]: starts the components and stops them in order.
+//! - [`sim`]: the reader simulator (`doorhub-sim`), OSDP PDs for tests and the demo.
 
 pub mod bus;
 pub mod cli;
@@ -32,6 +33,7 @@ pub mod osdp;
 pub mod push;
 pub mod reported;
 pub mod scan;
+pub mod sim;
 pub mod snapshot;
 pub mod store;
 pub mod sync;
