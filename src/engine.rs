@@ -570,12 +570,9 @@ impl Engine {
         let desired = record.desired.as_ref().map_or(0, |d| d.set.version);
         let applied = record.applied.map_or(0, |a| a.version);
         let reader = self.readers.get(door);
-        let stored = self.modes.get(door) == Some(&DoorMode::Stored);
         let status = match reader {
             None => Status::Unconfigured,
-            // A `hub` door's applied state is the hub's own; its reader's link is reported in
-            // `reader` (the bus task that drives it comes with the reader link).
-            Some(r) if !r.online && stored => Status::Offline,
+            Some(r) if !r.online => Status::Offline,
             Some(_) if applied == desired => Status::InSync,
             Some(r) if r.failure.is_some() && !r.syncing => Status::Error,
             Some(_) => Status::Pending,

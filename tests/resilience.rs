@@ -228,9 +228,9 @@ async fn a_restart_republishes_every_door_even_unchanged() {
     let daemon = hub.start();
     // Not a retained replay (the subscription is older): a fresh publish of each door.
     let lobby = reported(&mut sub, "lobby", |r| r["applied"] == 4).await;
-    assert_eq!(lobby["status"], "in_sync");
+    assert_eq!(lobby["desired"], 4);
     let vault = reported(&mut sub, "vault", |_| true).await;
-    assert_eq!(vault["status"], "offline");
+    assert_eq!(vault["desired"], 0);
     health(&mut sub, |h| h["online"] == true).await;
     daemon.shutdown();
     daemon.wait().await.unwrap();
@@ -262,7 +262,7 @@ async fn a_broker_that_lost_its_sessions_gets_a_new_subscription_and_every_retai
     let mut sub = Subscriber::connect(&broker, &[&topic("#")]).await;
     let lobby = reported(&mut sub, "lobby", |r| r["applied"] == 1).await;
     assert_eq!(lobby["digest"], digest(&credentials("a", 3)));
-    reported(&mut sub, "vault", |r| r["status"] == "offline").await;
+    reported(&mut sub, "vault", |r| r["desired"] == 0).await;
     health(&mut sub, |h| h["online"] == true).await;
     // And it subscribed again: a new snapshot is adopted.
     publish_snapshot(&mut sub, "lobby", 2, &credentials("b", 2), 1).await;

@@ -17,10 +17,12 @@ pub const HUB: &str = "hub-1";
 /// How long a test waits for the daemon to react.
 pub const WAIT: Duration = Duration::from_secs(10);
 
-/// A hub's config and data directory, in a temp dir.
+/// A hub's config and data directory, in a temp dir, and the simulated readers of its doors
+/// when the test did not wire its own bus.
 pub struct Hub {
     pub dir: tempfile::TempDir,
     pub config_path: PathBuf,
+    pub sim: Option<super::simbus::SimBus>,
 }
 
 impl Hub {
@@ -42,10 +44,31 @@ impl Hub {
         doors: &[(&str, &str, u8)],
         extra: &str,
     ) -> Hub {
-        let mut body = format!("[[bus]]\nname = \"rs485-a\"\nport = \"{port}\"\nbaud = {baud}\n\n");
-        for (id, mode, address) in doors {
+        let doors: Vec<_> = doors
+            .iter()
+            .map(|(id, m, a)| (*id, *m, "rs485-a", *a))
+            .collect();
+        Hub::with_buses(broker, &[("rs485-a", port, baud)], "", &doors, extra)
+    }
+
+    /// A hub for `broker` with `buses` as `(name, port, baud)`, `bus_keys` added to every bus,
+    /// and `doors` as `(id, mode, bus, address)`, plus extra TOML.
+    pub fn with_buses(
+        broker: &Broker,
+        buses: &[(&str, &str, u32)],
+        bus_keys: &str,
+        doors: &[(&str, &str, &str, u8)],
+        extra: &str,
+    ) -> Hub {
+        let mut body = String::new();
+        for (name, port, baud) in buses {
             body.push_str(&format!(
-                "[[door]]\nid = \"{id}\"\nbus = \"rs485-a\"\naddress = {address}\nmode = \"{mode}\"\n\n"
+                "[[bus]]\nname = \"{name}\"\nport = \"{port}\"\nbaud = {baud}\n{bus_keys}\n"
+            ));
+        }
+        for (id, mode, bus, address) in doors {
+            body.push_str(&format!(
+                "[[door]]\nid = \"{id}\"\nbus = \"{bus}\"\naddress = {address}\nmode = \"{mode}\"\n\n"
             ));
         }
         body.push_str(extra);
@@ -55,16 +78,36 @@ impl Hub {
         )
     }
 
-    /// A hub config with the given `[mqtt]` body.
+    /// A hub config with the given `[mqtt]` body; its doors' readers are simulated on one bus,
+    /// each at the address of its position (a `hub` door gets a plain reader).
     pub fn with_mqtt(mqtt: &str, doors: &[(&str, &str)], extra: &str) -> Hub {
-        let mut body = String::from("[[bus]]\nname = \"rs485-a\"\nport = \"/dev/null\"\n\n");
+        use doorhub::sim::{Mode, ReaderOptions};
+        let readers = doors
+            .iter()
+            .enumerate()
+            .map(|(i, (_, mode))| {
+                let mode = if *mode == "hub" {
+                    Mode::Plain
+                } else {
+                    Mode::Stored
+                };
+                ReaderOptions::new(i as u8, mode)
+            })
+            .collect();
+        let sim = super::simbus::SimBus::start(readers);
+        let mut body = format!(
+            "[[bus]]\nname = \"rs485-a\"\nport = \"{}\"\nbaud = 115200\n\n",
+            sim.path
+        );
         for (i, (id, mode)) in doors.iter().enumerate() {
             body.push_str(&format!(
                 "[[door]]\nid = \"{id}\"\nbus = \"rs485-a\"\naddress = {i}\nmode = \"{mode}\"\n\n"
             ));
         }
         body.push_str(extra);
-        Hub::build(mqtt, &body)
+        let mut hub = Hub::build(mqtt, &body);
+        hub.sim = Some(sim);
+        hub
     }
 
     fn build(mqtt: &str, body: &str) -> Hub {
@@ -79,7 +122,11 @@ impl Hub {
         toml.push_str(body);
         let config_path = dir.path().join("doorhub.toml");
         std::fs::write(&config_path, toml).unwrap();
-        Hub { dir, config_path }
+        Hub {
+            dir,
+            config_path,
+            sim: None,
+        }
     }
 
     /// The loaded config.

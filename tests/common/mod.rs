@@ -10,6 +10,7 @@
 pub mod burst;
 pub mod hub;
 pub mod peer;
+pub mod simbus;
 
 use std::collections::VecDeque;
 use std::fmt;
