@@ -43,7 +43,10 @@ async fn hub_doors_adopt_snapshots_and_report_in_sync() {
         ("tower", 1042, &tower),
         ("garage", 1, &garage),
     ] {
-        let r = reported(&mut sub, door, |r| r["applied"] == version).await;
+        let r = reported(&mut sub, door, |r| {
+            r["applied"] == version && r["status"] == "in_sync"
+        })
+        .await;
         assert_eq!(r["door"], door);
         assert_eq!(r["desired"], version);
         assert_eq!(r["status"], "in_sync");
