@@ -12,8 +12,8 @@ use crate::osdp::frame::Frame;
 use crate::osdp::message::{Capability, Command, PdCap, PdId, Reply};
 use crate::osdp::stream::{FrameReader, write_frame};
 
-/// How long an address has to answer, besides transmit times.
-const WAIT: Duration = Duration::from_millis(60);
+/// How long an address has to answer, besides transmit times (the 200 ms OSDP allows).
+const WAIT: Duration = Duration::from_millis(200);
 
 /// A reader found on the bus.
 #[derive(Debug, Clone, PartialEq, Eq)]

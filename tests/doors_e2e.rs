@@ -267,3 +267,47 @@ async fn a_daemon_killed_mid_transfer_converges_after_restart() {
         hub.log()
     );
 }
+
+#[tokio::test]
+async fn a_reader_in_a_long_transfer_is_still_polled_so_its_events_go_out() {
+    let broker = Broker::start();
+    let mut opts = stored(1);
+    opts.baud = Some(38_400);
+    let mut bus = SimBus::start(vec![opts]);
+    let hub = Hub::with_bus(&broker, &bus.path, 38_400, &[("vault", "stored", 1)], "");
+    let daemon = hub.start();
+    let mut sub = subscriber(&broker).await;
+    let set = credentials("t", 2000);
+    publish_snapshot(&mut sub, "vault", 1, &set, 2).await;
+    // A few seconds of table at 38,400 baud; a card is presented early in it.
+    bus.wait_for(SYNC, |e| {
+        e["event"] == "abort" || e["event"] == "file_applied"
+    })
+    .await;
+    bus.act(
+        1,
+        Action::Card {
+            bits: 26,
+            data: set[0].data.clone(),
+        },
+    )
+    .await;
+    let e = sub
+        .wait_for(SYNC, |m| {
+            m.topic == topic("events") && m.json()["type"] == "access"
+        })
+        .await
+        .json();
+    assert_eq!(e["door"], "vault");
+    // The event went out during the transfer, not after it.
+    let seen = bus.seen().to_vec();
+    assert!(
+        !seen
+            .iter()
+            .any(|e| e["event"] == "state" && e["version"] == 1),
+        "the table was already complete: the card waited for the transfer"
+    );
+    reported(&mut sub, "vault", |r| r["applied"] == 1).await;
+    daemon.shutdown();
+    daemon.wait().await.unwrap();
+}

@@ -186,7 +186,7 @@ impl Bus {
             match reply.map(|f| Reply::from_frame(&f)) {
                 Some(Ok(reply)) => {
                     BusCounters::bump(&self.counters.rx_frames);
-                    reader.on_reply(purpose, reply, now);
+                    reader.on_reply(cmd, purpose, reply, now);
                 }
                 Some(Err(e)) => {
                     BusCounters::bump(&self.counters.rx_frames);

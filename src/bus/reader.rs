@@ -29,6 +29,8 @@ pub const PROBE_EVERY: Duration = Duration::from_secs(2);
 pub const DEFAULT_RX_BUFFER: usize = 128;
 /// TIME goes to a `stored` door on coming online and this often.
 const TIME_EVERY: Duration = Duration::from_secs(3600);
+/// Fragments lost in a row before the reader is taken to refuse the file.
+const MAX_LOST_FRAGMENTS: u32 = 3;
 /// Retries of a failed sync wait from 1 s, doubling, up to this.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
@@ -323,12 +325,29 @@ impl ReaderCtl {
     }
 
     /// A reply arrived for a command sent for `purpose`.
-    pub fn on_reply(&mut self, purpose: Purpose, reply: Reply, now: Instant) {
+    pub fn on_reply(&mut self, cmd: Command, purpose: Purpose, reply: Reply, now: Instant) {
         self.missed = 0;
-        if purpose == Purpose::Poll || purpose == Purpose::Fragment || purpose == Purpose::Sync {
+        if purpose == Purpose::Poll {
             self.last_poll = now;
         }
         match (purpose, reply) {
+            (_, Reply::Busy) => {
+                // Not now: the same command again, with the same sequence number.
+                self.seq = self.last_seq;
+                if purpose != Purpose::Fragment {
+                    self.resend = Some((cmd, purpose));
+                } else if let Some(job) = self.job.as_mut() {
+                    job.on_fragment_lost();
+                    self.idle = false;
+                }
+            }
+            (Purpose::Probe | Purpose::Caps, Reply::Nak(reason)) => {
+                // Answers, but not as a reader we can use: try again at the next probe.
+                debug!(door = %self.door.id, ?reason, "NAK while coming online");
+                self.phase = Phase::Offline;
+                self.seq = 0;
+                self.next_probe = now + PROBE_EVERY;
+            }
             (_, Reply::Nak(reason)) => {
                 debug!(door = %self.door.id, ?reason, "NAK");
                 if reason == NakReason::from(4) {
@@ -361,6 +380,15 @@ impl ReaderCtl {
                         job.on_query_ack(now);
                     }
                 }
+            }
+            (Purpose::Fragment, reply) if !matches!(reply, Reply::FtStat(_)) => {
+                // Not an answer to the fragment: it may have been counted or not, so the file
+                // starts again after an ABORT.
+                self.idle = false;
+                if let Some(job) = self.job.as_mut() {
+                    job.on_fragment_lost();
+                }
+                self.on_poll_reply(reply, now);
             }
             (Purpose::Fragment, Reply::FtStat(st)) => {
                 let line = self.line();
@@ -479,10 +507,15 @@ impl ReaderCtl {
             return;
         }
         if purpose == Purpose::Fragment {
-            // Never the same fragment with the same sequence: ABORT and the file again.
+            // Never the same fragment with the same sequence: ABORT and the file again. A
+            // reader that keeps ignoring the file is refusing it: a failure, retried later.
             self.idle = false;
-            if let Some(job) = self.job.as_mut() {
+            let refused = self.job.as_mut().is_some_and(|job| {
                 job.on_fragment_lost();
+                job.lost_fragments() >= MAX_LOST_FRAGMENTS
+            });
+            if refused {
+                self.fail_later("the reader did not take the file".to_owned(), now);
             }
         } else {
             self.resend = Some((cmd, purpose));

@@ -75,6 +75,8 @@ pub struct SyncJob {
     files: Vec<(u8, Vec<u8>)>,
     file: usize,
     offset: usize,
+    /// Fragments lost in a row.
+    lost: u32,
 }
 
 /// What the job needs to know of its reader and bus.
@@ -100,6 +102,7 @@ impl SyncJob {
             files: Vec::new(),
             file: 0,
             offset: 0,
+            lost: 0,
         }
     }
 
@@ -233,6 +236,7 @@ impl SyncJob {
         if self.step != Step::Transfer {
             return;
         }
+        self.lost = 0;
         let room = line.rx_buffer.saturating_sub(FRAGMENT_OVERHEAD).max(1);
         let len = self.files[self.file].1.len();
         self.offset = (self.offset + room).min(len);
@@ -249,9 +253,15 @@ impl SyncJob {
     /// from its start.
     pub fn on_fragment_lost(&mut self) {
         if self.step == Step::Transfer {
+            self.lost += 1;
             self.offset = 0;
             self.step = Step::Abort;
         }
+    }
+
+    /// Fragments lost in a row.
+    pub fn lost_fragments(&self) -> u32 {
+        self.lost
     }
 
     /// Bytes of the files planned so far (for the benchmarks and the logs).
