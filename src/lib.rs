@@ -9,16 +9,25 @@
 //!    ▲                        │                  │  then PUBACK to the broker
 //!    │                        │                  ├─▶ board (latest reported per door)
 //!    └──reported/events/health┘◀─────────────────┴─▶ outbox (events with seq)
-//!  components ──EventSender──▶ engine
+//!                                                │
+//!                          targets (stored doors)▼   ▲ DoorReport, events
+//!  RS-485 ◀──OSDP──▶ bus task (one per bus: polls, pushes tables, decides hub doors)
 //! ```
 //!
 //! - [`config`]: the config file, layered and validated.
 //! - [`link`]: the MQTT link (rumqttc over rustls): connects, subscribes, publishes.
-//! - [`engine`]: the owner of door state: assembles and adopts snapshots, stores events.
-//! - [`store`]: sled; every change is one atomic batch, flushed before acknowledgement.
-//! - [`snapshot`], [`topics`], [`reported`], [`health`], [`events`]: the contract's messages.
-//! - [`daemon`]: starts the components and stops them in order.
-//! - [`sim`]: the reader simulator (`doorhub-sim`), OSDP PDs for tests and the demo.
+//! - [`engine`]: the owner of door state: assembles and adopts snapshots, stores events, takes
+//!   what the buses report.
+//! - [`store`]: sled; every change is one atomic batch, flushed before acknowledgement;
+//!   [`credset`] is how a set is stored (sorted, searchable in place).
+//! - [`bus`]: the OSDP control panel of one RS-485 bus; [`sync`] is what it and the engine
+//!   tell each other.
+//! - [`osdp`]: frames, messages, the stream reader and the Secure Channel; [`push`]: the table
+//!   files and manufacturer-specific messages of the credential push.
+//! - [`snapshot`], [`topics`], [`reported`], [`health`], [`events`]: the cloud contract's
+//!   messages.
+//! - [`daemon`]: starts the components and stops them in order; [`cli`]: the subcommands;
+//!   [`scan`]: `doorhub scan`; [`sim`]: the reader simulator behind `doorhub-sim`.
 
 pub mod bus;
 pub mod cli;
