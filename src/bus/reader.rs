@@ -94,6 +94,8 @@ pub struct ReaderCtl {
     target: Option<watch::Receiver<Option<Target>>>,
     confirmed: Option<SetState>,
     job: Option<SyncJob>,
+    /// Whether the hub confirmed the reader's state since it last came online.
+    fresh: bool,
     /// After a failure: a full table only, not before this instant.
     retry: Option<(Instant, Duration)>,
     verify_at: Option<Instant>,
@@ -136,6 +138,7 @@ impl ReaderCtl {
             target,
             confirmed,
             job: None,
+            fresh: false,
             retry: None,
             verify_at: None,
             store,
@@ -295,6 +298,13 @@ impl ReaderCtl {
         debug!(door = %self.door.id, version = target.version, revokes, "sync");
         let mut job = SyncJob::new(target, blob, self.retry.is_some());
         job.revokes = revokes;
+        if self.fresh
+            && !verify
+            && let Some(confirmed) = self.confirmed
+            && let Ok(Some(confirmed_blob)) = self.store.applied_set_blob(&self.door.id)
+        {
+            job.skip_query(confirmed, &confirmed_blob, &self.line());
+        }
         self.job = Some(job);
     }
 
@@ -315,6 +325,7 @@ impl ReaderCtl {
             .map_or(Duration::from_secs(1), |(_, d)| (d * 2).min(MAX_BACKOFF));
         self.retry = Some((now + backoff, backoff));
         self.idle = false;
+        self.fresh = false;
         let version = self.job.take().map_or(0, |j| j.target.version);
         warn!(door = %self.door.id, version, "sync failed, retrying in {backoff:?}: {reason}");
         self.effects.push(Effect::Report(DoorReport::Failed {
@@ -466,6 +477,7 @@ impl ReaderCtl {
                 let blob = job.blob.clone();
                 self.job = None;
                 self.retry = None;
+                self.fresh = true;
                 self.confirmed = Some(state);
                 self.verify_at = Some(now + self.verify_every);
                 info!(door = %self.door.id, version = state.version, "door in sync");
@@ -479,6 +491,7 @@ impl ReaderCtl {
                 warn!(door = %self.door.id, "the reader lost its table (wiped or replaced): full resync");
                 let version = job.target.version;
                 self.confirmed = None;
+                self.fresh = false;
                 self.report(DoorReport::Lost {
                     door: self.door.id.clone(),
                 });
@@ -525,6 +538,7 @@ impl ReaderCtl {
     fn come_online(&mut self, now: Instant) {
         self.phase = Phase::Ready;
         self.idle = false;
+        self.fresh = false;
         self.time_due = Some(now);
         // Whatever the reader holds is checked again.
         self.verify_at = Some(now);
