@@ -10,6 +10,7 @@ use tracing::{Instrument, info, info_span};
 
 use crate::bus::Bus;
 use crate::bus::reader::ReaderCtl;
+use crate::bus::secure::ReaderSecurity;
 use crate::config::Config;
 use crate::engine::{Engine, INBOUND_BYTES, Inputs, Shared};
 use crate::events::EventSender;
@@ -76,23 +77,30 @@ impl Daemon {
         let mut buses = JoinSet::new();
         let targets = engine.targets();
         for bus in &config.bus {
-            let readers = config
-                .door
-                .iter()
-                .filter(|d| d.bus == bus.name)
-                .map(|d| {
-                    ReaderCtl::new(
-                        d.clone(),
-                        bus.vendor_code_bytes(),
-                        bus.max_file_bytes,
-                        bus.offline_after,
-                        Duration::from_secs(bus.verify_interval_s),
-                        targets.get(&d.id).cloned(),
-                        engine.applied(&d.id),
-                        store.clone(),
-                    )
-                })
-                .collect();
+            let mut readers = Vec::new();
+            for d in config.door.iter().filter(|d| d.bus == bus.name) {
+                let reader = ReaderCtl::new(
+                    d.clone(),
+                    bus.vendor_code_bytes(),
+                    bus.max_file_bytes,
+                    bus.offline_after,
+                    Duration::from_secs(bus.verify_interval_s),
+                    targets.get(&d.id).cloned(),
+                    engine.applied(&d.id),
+                    store.clone(),
+                );
+                // A door with a key runs the Secure Channel; a key that can't be read stops the
+                // start rather than let the door run in the clear.
+                let key = d
+                    .read_scbk()
+                    .with_context(|| format!("door {}: scbk_file", d.id))?;
+                readers.push(match (key, &d.scbk_file) {
+                    (Some(key), Some(path)) => {
+                        reader.with_security(ReaderSecurity::new(key, path.clone()))
+                    }
+                    _ => reader,
+                });
+            }
             let task = Bus::new(
                 bus.clone(),
                 readers,

@@ -161,3 +161,119 @@ async fn a_hub_restarted_mid_transfer_still_converges() {
     daemon.shutdown();
     daemon.wait().await.unwrap();
 }
+
+/// Writes a Secure Channel key file (mode 0600) and returns its path.
+fn key_file(dir: &std::path::Path, key: &[u8; 16]) -> std::path::PathBuf {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = dir.join("front.scbk");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)
+        .unwrap();
+    writeln!(f, "{}", hex::encode(key)).unwrap();
+    path
+}
+
+#[tokio::test]
+async fn the_secure_channel_carries_a_card_read_with_a_libosdp_reader() {
+    let broker = Broker::start();
+    let key = [0x11u8; 16];
+    let mut opts = PeerOptions::new(1, Mode::Plain);
+    opts.scbk = Some(key);
+    let mut peer = Peer::spawn_pty(&opts).await;
+    let keys = tempfile::tempdir().unwrap();
+    let path = key_file(keys.path(), &key);
+    let hub = Hub::with_bus(
+        &broker,
+        peer.port(),
+        115_200,
+        &[],
+        &format!(
+            "[[door]]\nid = \"front\"\nbus = \"rs485-a\"\naddress = 1\nmode = \"hub\"\nscbk_file = \"{}\"\n",
+            path.display()
+        ),
+    );
+    let daemon = hub.start();
+    let mut sub = subscriber(&broker).await;
+    let set = credentials("sc", 2);
+    publish_snapshot(&mut sub, "front", 1, &set, 1).await;
+    reported(&mut sub, "front", |r| {
+        r["reader"]["online"] == true && r["applied"] == 1
+    })
+    .await;
+    peer.send(&format!("card 26 {}", hex::encode(&set[0].data)))
+        .await;
+    // The peer enforces the Secure Channel: it only acts on sealed commands.
+    peer.wait_for(PEER, |v| {
+        v["event"] == "command" && v["command"] == "output"
+    })
+    .await;
+    let e = sub
+        .wait_for(PEER, |m| {
+            m.topic == topic("events") && m.json()["type"] == "access"
+        })
+        .await
+        .json();
+    assert_eq!(e["credential"], set[0].id);
+    daemon.shutdown();
+    daemon.wait().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_reader_in_install_mode_gets_a_fresh_key_stored_before_use() {
+    let broker = Broker::start();
+    // A new libosdp reader without a key: install mode, it accepts SCBK-D.
+    let mut peer = Peer::spawn_pty(&PeerOptions::new(1, Mode::Plain)).await;
+    let keys = tempfile::tempdir().unwrap();
+    let configured = [0x22u8; 16];
+    let path = key_file(keys.path(), &configured);
+    let hub = Hub::with_bus(
+        &broker,
+        peer.port(),
+        115_200,
+        &[],
+        &format!(
+            "[[door]]\nid = \"front\"\nbus = \"rs485-a\"\naddress = 1\nmode = \"hub\"\nscbk_file = \"{}\"\n",
+            path.display()
+        ),
+    );
+    let daemon = hub.start();
+    let mut sub = subscriber(&broker).await;
+    let set = credentials("inst", 2);
+    publish_snapshot(&mut sub, "front", 1, &set, 1).await;
+    reported(&mut sub, "front", |r| {
+        r["reader"]["online"] == true && r["applied"] == 1
+    })
+    .await;
+    let keyset = peer
+        .wait_for(PEER, |v| {
+            v["event"] == "command" && v["command"] == "keyset"
+        })
+        .await;
+    // The new key is in the key file (mode 0600), and it is not the configured one.
+    let stored = std::fs::read_to_string(&path).unwrap();
+    assert_ne!(stored.trim(), hex::encode(configured));
+    assert_eq!(stored.trim().len(), 32);
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let _ = keyset;
+    // And the reader works under it.
+    peer.send(&format!("card 26 {}", hex::encode(&set[1].data)))
+        .await;
+    let e = sub
+        .wait_for(PEER, |m| {
+            m.topic == topic("events") && m.json()["type"] == "access"
+        })
+        .await
+        .json();
+    assert_eq!(e["granted"], true);
+    daemon.shutdown();
+    daemon.wait().await.unwrap();
+}

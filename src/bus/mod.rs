@@ -9,6 +9,7 @@
 //! pair or an in-memory pipe.
 
 pub mod reader;
+pub mod secure;
 pub mod sync;
 
 use std::path::Path;
@@ -25,7 +26,6 @@ use crate::config::BusConfig;
 use crate::events::EventSender;
 use crate::health::{BusCounters, Health};
 use crate::osdp::frame::Frame;
-use crate::osdp::message::Reply;
 use crate::osdp::stream::{FrameReader, write_frame};
 use crate::sync::DoorReport;
 use reader::{Effect, ReaderCtl};
@@ -167,7 +167,13 @@ impl Bus {
             let (cmd, purpose) = reader.next(now, hold);
             let seq = reader.take_seq();
             let address = reader.address();
-            let frame = cmd.to_frame(address, seq);
+            let frame = match reader.frame(&cmd, seq) {
+                Ok(frame) => frame,
+                Err(e) => {
+                    reader.security_failed(&e.to_string(), now);
+                    continue;
+                }
+            };
             write_frame(&mut tx, &frame, true).await?;
             BusCounters::bump(&self.counters.tx_frames);
             let sent = frame.encoded_len().unwrap_or(0) + 1;
@@ -183,7 +189,7 @@ impl Bus {
                 .fetch_add(crc_errors, Ordering::Relaxed);
             let now = Instant::now();
             let reader = &mut self.readers[i];
-            match reply.map(|f| Reply::from_frame(&f)) {
+            match reply.map(|f| reader.decode(&f)) {
                 Some(Ok(reply)) => {
                     BusCounters::bump(&self.counters.rx_frames);
                     reader.on_reply(cmd, purpose, reply, now);
@@ -191,7 +197,11 @@ impl Bus {
                 Some(Err(e)) => {
                     BusCounters::bump(&self.counters.rx_frames);
                     debug!(address, "unreadable reply: {e}");
-                    reader.on_timeout(cmd, purpose, now);
+                    if reader.secure() {
+                        reader.security_failed(&e, now);
+                    } else {
+                        reader.on_timeout(cmd, purpose, now);
+                    }
                 }
                 None => {
                     BusCounters::bump(&self.counters.timeouts);

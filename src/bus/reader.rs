@@ -12,10 +12,12 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
+use super::secure::{Next as SecureNext, ReaderSecurity, SecureError};
 use super::sync::{Line, Outcome, POLL_EVERY, SyncJob, Want, state_of};
 use crate::config::{DoorConfig, DoorMode};
 use crate::credset::SetView;
 use crate::events::{AccessReason, Event, EventKind};
+use crate::osdp::frame::Frame;
 use crate::osdp::message::{
     Buz, Command, Led, LedPermanent, LedTemporary, Manufacturer, NakReason, Out, Reply,
 };
@@ -49,6 +51,8 @@ pub enum Purpose {
     Time,
     /// A step of the table sync.
     Sync,
+    /// A step of the Secure Channel handshake (CHLNG, SCRYPT, KEYSET).
+    Handshake,
     /// A FILETRANSFER fragment.
     Fragment,
 }
@@ -66,6 +70,8 @@ pub enum Effect {
 enum Phase {
     Offline,
     Caps,
+    /// The Secure Channel handshake (doors with a key).
+    Secure,
     Ready,
 }
 
@@ -102,6 +108,8 @@ pub struct ReaderCtl {
     store: Store,
     /// What replies and timeouts caused, until the bus task takes it.
     effects: Vec<Effect>,
+    /// The Secure Channel, for a door with a key.
+    security: Option<ReaderSecurity>,
 }
 
 impl ReaderCtl {
@@ -143,6 +151,53 @@ impl ReaderCtl {
             verify_at: None,
             store,
             effects: Vec::new(),
+            security: None,
+        }
+    }
+
+    /// Whether this reader uses the Secure Channel.
+    pub fn secure(&self) -> bool {
+        self.security.is_some()
+    }
+
+    /// Runs this reader over the Secure Channel.
+    pub fn with_security(mut self, security: ReaderSecurity) -> ReaderCtl {
+        self.security = Some(security);
+        self
+    }
+
+    /// Builds the frame for `cmd` (sealed once the Secure Channel is up).
+    pub fn frame(&mut self, cmd: &Command, seq: u8) -> Result<Frame, SecureError> {
+        match self.security.as_mut() {
+            Some(sc) => sc.frame(cmd, self.door.address, seq),
+            None => Ok(cmd.to_frame(self.door.address, seq)),
+        }
+    }
+
+    /// Reads a reply frame (opened, for a sealed one).
+    pub fn decode(&mut self, frame: &Frame) -> Result<Reply, String> {
+        match self.security.as_mut() {
+            Some(sc) => sc.reply(frame).map_err(|e| e.to_string()),
+            None => Reply::from_frame(frame).map_err(|e| e.to_string()),
+        }
+    }
+
+    /// The Secure Channel failed (a bad MAC or cryptogram, a frame that could not be sealed):
+    /// the handshake starts again, from sequence 0.
+    pub fn security_failed(&mut self, why: &str, now: Instant) {
+        warn!(door = %self.door.id, "secure channel: {why}; starting it again");
+        if let Some(sc) = self.security.as_mut() {
+            sc.reset();
+        }
+        self.seq = 0;
+        self.resend = None;
+        self.idle = false;
+        if self.phase == Phase::Ready {
+            self.phase = Phase::Secure;
+        }
+        self.missed += 1;
+        if self.missed >= self.offline_after && self.phase != Phase::Offline {
+            self.go_offline(now);
         }
     }
 
@@ -202,6 +257,20 @@ impl ReaderCtl {
         match self.phase {
             Phase::Offline => return (Command::Id, Purpose::Probe),
             Phase::Caps => return (Command::Cap, Purpose::Caps),
+            Phase::Secure => {
+                let step = match self.security.as_mut() {
+                    Some(sc) => sc.step(),
+                    None => Ok(SecureNext::Ready),
+                };
+                match step {
+                    Ok(SecureNext::Send(cmd)) => return (cmd, Purpose::Handshake),
+                    Ok(SecureNext::Ready) => self.come_online(now),
+                    Err(e) => {
+                        self.security_failed(&e.to_string(), now);
+                        return (Command::Poll, Purpose::Poll);
+                    }
+                }
+            }
             Phase::Ready => {}
         }
         if let Some(cmd) = self.signals.pop_front() {
@@ -257,6 +326,10 @@ impl ReaderCtl {
             rx_buffer: self.rx_buffer,
             max_file_bytes: self.max_file_bytes,
             idle: self.idle,
+            secure: self
+                .security
+                .as_ref()
+                .is_some_and(ReaderSecurity::established),
         }
     }
 
@@ -352,7 +425,7 @@ impl ReaderCtl {
                     self.idle = false;
                 }
             }
-            (Purpose::Probe | Purpose::Caps, Reply::Nak(reason)) => {
+            (Purpose::Probe | Purpose::Caps | Purpose::Handshake, Reply::Nak(reason)) => {
                 // Answers, but not as a reader we can use: try again at the next probe.
                 debug!(door = %self.door.id, ?reason, "NAK while coming online");
                 self.phase = Phase::Offline;
@@ -374,13 +447,20 @@ impl ReaderCtl {
                 self.phase = Phase::Caps;
             }
             (Purpose::Probe, _) => self.phase = Phase::Caps,
+            (Purpose::Handshake, _) => {}
             (Purpose::Caps, reply) => {
                 if let Reply::PdCap(cap) = &reply
                     && let Some(size) = cap.receive_buffer_size()
                 {
                     self.rx_buffer = usize::from(size).max(32);
                 }
-                self.come_online(now);
+                if let Some(sc) = self.security.as_mut() {
+                    // Sequence 0 ended any earlier session on the reader's side too.
+                    sc.reset();
+                    self.phase = Phase::Secure;
+                } else {
+                    self.come_online(now);
+                }
             }
             (Purpose::Sync, Reply::Ack) => {
                 if let Some(job) = self.job.as_mut() {
@@ -557,6 +637,9 @@ impl ReaderCtl {
         self.seq = 0;
         self.resend = None;
         self.job = None;
+        if let Some(sc) = self.security.as_mut() {
+            sc.reset();
+        }
         self.signals.clear();
         self.next_probe = now + PROBE_EVERY;
         self.report(DoorReport::Reader {

@@ -88,6 +88,24 @@ pub struct Line {
     pub max_file_bytes: usize,
     /// Whether the reader is known to hold no half-received file.
     pub idle: bool,
+    /// Whether commands go over the Secure Channel (more bytes per frame).
+    pub secure: bool,
+}
+
+impl Line {
+    /// The largest fragment whose FILETRANSFER frame fits the reader's receive buffer, every
+    /// byte on the wire counted. In the clear: the mark byte, the header, the code, the 11-byte
+    /// transfer header and the CRC. Over the Secure Channel: also the 2-byte security block and
+    /// the MAC, with the transfer header and fragment encrypted and padded (at least one byte)
+    /// to whole 16-byte blocks.
+    pub fn fragment_room(&self) -> usize {
+        if self.secure {
+            let encrypted = self.rx_buffer.saturating_sub(1 + 5 + 2 + 1 + 4 + 2) / 16 * 16;
+            encrypted.saturating_sub(11 + 1).max(1)
+        } else {
+            self.rx_buffer.saturating_sub(FRAGMENT_OVERHEAD).max(1)
+        }
+    }
 }
 
 impl SyncJob {
@@ -149,7 +167,7 @@ impl SyncJob {
             Step::Abort => Ok(Want::Abort),
             Step::Transfer => {
                 let (file_type, file) = &self.files[self.file];
-                let room = line.rx_buffer.saturating_sub(FRAGMENT_OVERHEAD).max(1);
+                let room = line.fragment_room();
                 let end = (self.offset + room).min(file.len());
                 Ok(Want::Fragment(Command::FileTransfer(FileTransfer {
                     file_type: *file_type,
@@ -264,7 +282,7 @@ impl SyncJob {
             return;
         }
         self.lost = 0;
-        let room = line.rx_buffer.saturating_sub(FRAGMENT_OVERHEAD).max(1);
+        let room = line.fragment_room();
         let len = self.files[self.file].1.len();
         self.offset = (self.offset + room).min(len);
         if self.offset >= len {
@@ -344,6 +362,7 @@ mod tests {
         rx_buffer: 256,
         max_file_bytes: 4096,
         idle: false,
+        secure: false,
     };
 
     #[test]
