@@ -311,3 +311,29 @@ async fn a_reader_in_a_long_transfer_is_still_polled_so_its_events_go_out() {
     daemon.shutdown();
     daemon.wait().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_stored_reader_gets_the_time_on_coming_online_and_tamper_raises_an_event() {
+    let broker = Broker::start();
+    let mut bus = SimBus::start(vec![stored(1)]);
+    let hub = Hub::with_bus(&broker, &bus.path, 115_200, &[("gate", "stored", 1)], "");
+    let daemon = hub.start();
+    let mut sub = subscriber(&broker).await;
+    let time = bus.wait_for(SYNC, |e| e["event"] == "time").await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let sent = time["unix_seconds"].as_u64().unwrap();
+    assert!(now.abs_diff(sent) <= 5, "TIME {sent} vs now {now}");
+    bus.act(1, Action::Tamper(true)).await;
+    let e = sub
+        .wait_for(SYNC, |m| {
+            m.topic == topic("events") && m.json()["type"] == "tamper"
+        })
+        .await
+        .json();
+    assert_eq!(e["door"], "gate");
+    daemon.shutdown();
+    daemon.wait().await.unwrap();
+}
