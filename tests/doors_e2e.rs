@@ -337,3 +337,54 @@ async fn a_stored_reader_gets_the_time_on_coming_online_and_tamper_raises_an_eve
     daemon.shutdown();
     daemon.wait().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_missing_or_unplugged_adapter_does_not_stop_the_other_bus() {
+    let broker = Broker::start();
+    let a = SimBus::start(vec![stored(1)]);
+    let b = SimBus::start(vec![stored(1)]);
+    let hub = Hub::with_buses(
+        &broker,
+        &[
+            ("a", &a.path, 115_200),
+            ("b", &b.path, 115_200),
+            ("c", "/dev/ttyDOORHUB-missing", 9600),
+        ],
+        "",
+        &[
+            ("left", "stored", "a", 1),
+            ("right", "stored", "b", 1),
+            ("ghost", "stored", "c", 1),
+        ],
+        "",
+    );
+    let daemon = hub.start();
+    let mut sub = subscriber(&broker).await;
+    publish_snapshot(&mut sub, "left", 1, &credentials("l", 5), 1).await;
+    publish_snapshot(&mut sub, "right", 1, &credentials("r", 5), 1).await;
+    reported(&mut sub, "left", |r| {
+        r["status"] == "in_sync" && r["applied"] == 1
+    })
+    .await;
+    reported(&mut sub, "right", |r| {
+        r["status"] == "in_sync" && r["applied"] == 1
+    })
+    .await;
+    let h = common::hub::health(&mut sub, |h| h["buses"][1]["online"] == 1).await;
+    assert_eq!(h["buses"][2]["open"], false, "{h}");
+    assert_eq!(h["doors"]["offline"], 1, "ghost: {h}");
+
+    // Bus b's adapter is pulled out: its reader goes offline, bus a carries on.
+    drop(b);
+    let e = sub
+        .wait_for(SYNC, |m| {
+            m.topic == topic("events") && m.json()["type"] == "reader_offline"
+        })
+        .await
+        .json();
+    assert_eq!(e["door"], "right");
+    publish_snapshot(&mut sub, "left", 2, &credentials("l", 6), 1).await;
+    reported(&mut sub, "left", |r| r["applied"] == 2).await;
+    daemon.shutdown();
+    daemon.wait().await.unwrap();
+}
