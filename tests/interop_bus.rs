@@ -277,3 +277,41 @@ async fn a_reader_in_install_mode_gets_a_fresh_key_stored_before_use() {
     daemon.shutdown();
     daemon.wait().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_table_goes_to_a_stored_libosdp_reader_over_the_secure_channel() {
+    let broker = Broker::start();
+    let key = [0x33u8; 16];
+    let mut opts = PeerOptions::new(2, Mode::Stored);
+    opts.scbk = Some(key);
+    let mut peer = Peer::spawn_pty(&opts).await;
+    let keys = tempfile::tempdir().unwrap();
+    let path = key_file(keys.path(), &key);
+    let hub = Hub::with_bus(
+        &broker,
+        peer.port(),
+        115_200,
+        &[],
+        &format!(
+            "[[door]]\nid = \"safe\"\nbus = \"rs485-a\"\naddress = 2\nmode = \"stored\"\nscbk_file = \"{}\"\n",
+            path.display()
+        ),
+    );
+    let daemon = hub.start();
+    let mut sub = subscriber(&broker).await;
+    // Encrypted fragments padded to 16-byte blocks must still fit libosdp's 256-byte buffer.
+    let set = credentials("safe", 900);
+    publish_snapshot(&mut sub, "safe", 3, &set, 2).await;
+    let r = reported(&mut sub, "safe", |r| r["applied"] == 3).await;
+    assert_eq!(r["digest"], digest(&set));
+    let state = peer
+        .wait_for(PEER, |v| v["event"] == "state" && v["version"] == 3)
+        .await;
+    assert_eq!(state["digest"], digest(&set));
+    assert!(
+        !peer.history().iter().any(|v| v["event"] == "dropped"),
+        "a frame was over the receive buffer"
+    );
+    daemon.shutdown();
+    daemon.wait().await.unwrap();
+}

@@ -110,6 +110,8 @@ pub struct ReaderCtl {
     effects: Vec<Effect>,
     /// The Secure Channel, for a door with a key.
     security: Option<ReaderSecurity>,
+    /// Whether `reader_online` was reported and `reader_offline` not since.
+    announced: bool,
 }
 
 impl ReaderCtl {
@@ -152,6 +154,7 @@ impl ReaderCtl {
             store,
             effects: Vec::new(),
             security: None,
+            announced: false,
         }
     }
 
@@ -218,7 +221,7 @@ impl ReaderCtl {
 
     /// Whether the reader answers.
     pub fn online(&self) -> bool {
-        self.phase != Phase::Offline
+        self.phase == Phase::Ready
     }
 
     /// When an offline reader is next probed.
@@ -228,7 +231,7 @@ impl ReaderCtl {
 
     /// Whether the reader wants the line now (an online reader always does).
     pub fn due(&self, now: Instant) -> bool {
-        self.online() || now >= self.next_probe
+        self.phase != Phase::Offline || now >= self.next_probe
     }
 
     /// Whether this reader has a strike, LED or buzzer command waiting: it goes first.
@@ -253,6 +256,14 @@ impl ReaderCtl {
     pub fn next(&mut self, now: Instant, hold: bool) -> (Command, Purpose) {
         if let Some((cmd, purpose)) = self.resend.take() {
             return (cmd, purpose);
+        }
+        if self.phase == Phase::Ready && self.security.as_ref().is_some_and(|sc| !sc.established())
+        {
+            // The reader dropped the session (a plain NAK): nothing goes in the clear, the
+            // handshake runs again first, from sequence 0.
+            self.phase = Phase::Secure;
+            self.seq = 0;
+            self.idle = false;
         }
         match self.phase {
             Phase::Offline => return (Command::Id, Purpose::Probe),
@@ -426,11 +437,19 @@ impl ReaderCtl {
                 }
             }
             (Purpose::Probe | Purpose::Caps | Purpose::Handshake, Reply::Nak(reason)) => {
-                // Answers, but not as a reader we can use: try again at the next probe.
+                // Answers, but not as a reader we can use: try again at the next probe (with the
+                // configured key first, should the default one have been refused).
                 debug!(door = %self.door.id, ?reason, "NAK while coming online");
-                self.phase = Phase::Offline;
-                self.seq = 0;
-                self.next_probe = now + PROBE_EVERY;
+                if let Some(sc) = self.security.as_mut() {
+                    sc.refused();
+                }
+                if self.announced {
+                    self.go_offline(now);
+                } else {
+                    self.phase = Phase::Offline;
+                    self.seq = 0;
+                    self.next_probe = now + PROBE_EVERY;
+                }
             }
             (_, Reply::Nak(reason)) => {
                 debug!(door = %self.door.id, ?reason, "NAK");
@@ -617,6 +636,11 @@ impl ReaderCtl {
 
     fn come_online(&mut self, now: Instant) {
         self.phase = Phase::Ready;
+        if self.announced {
+            // Back after a new Secure Channel handshake: nothing to announce.
+            return;
+        }
+        self.announced = true;
         self.idle = false;
         self.fresh = false;
         self.time_due = Some(now);
@@ -632,6 +656,7 @@ impl ReaderCtl {
     }
 
     fn go_offline(&mut self, now: Instant) {
+        self.announced = false;
         warn!(door = %self.door.id, address = self.door.address, "reader offline");
         self.phase = Phase::Offline;
         self.seq = 0;
@@ -652,8 +677,11 @@ impl ReaderCtl {
 
     /// The bus's port closed: every reader is offline until it answers again.
     pub fn port_lost(&mut self, now: Instant) {
-        if self.phase != Phase::Offline {
+        if self.announced {
             self.go_offline(now);
+        } else {
+            self.phase = Phase::Offline;
+            self.seq = 0;
         }
     }
 

@@ -94,6 +94,12 @@ impl ReaderSecurity {
         self.pending_block = None;
     }
 
+    /// The reader refused the handshake: the next one starts with the configured key again.
+    pub fn refused(&mut self) {
+        self.install = false;
+        self.reset();
+    }
+
     /// The next handshake command, or `Ready` once the session is up and keyed.
     pub fn step(&mut self) -> Result<Next, SecureError> {
         match self.step.clone() {
