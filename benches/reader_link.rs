@@ -506,8 +506,8 @@ fn by_name(exchanges: &[&Exchange]) -> String {
 // The daemon and MQTT
 
 fn start_daemon(hub: &Hub) -> (Runtime, doorhub::daemon::Daemon) {
-    // As the binary: a multi-thread runtime with one worker per core.
-    let rt = Runtime::new().unwrap();
+    // As the binary.
+    let rt = doorhub::cli::runtime().unwrap();
     let daemon = {
         let _guard = rt.enter();
         hub.start()

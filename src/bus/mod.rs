@@ -63,6 +63,8 @@ pub struct Bus {
     events: EventSender,
     shutdown: broadcast::Receiver<()>,
     turn: usize,
+    /// Whether the last turn went to a revoking reader out of order.
+    revoking_turn: bool,
 }
 
 impl Bus {
@@ -89,6 +91,7 @@ impl Bus {
             events,
             shutdown,
             turn: 0,
+            revoking_turn: false,
         }
     }
 
@@ -223,6 +226,15 @@ impl Bus {
         if let Some(i) = self.readers.iter().position(ReaderCtl::urgent) {
             return Some(i);
         }
+        // A revocation gets every other turn: a lost card stops working sooner, and the other
+        // readers are still polled in between.
+        if !self.revoking_turn
+            && let Some(i) = self.readers.iter().position(ReaderCtl::revoking)
+        {
+            self.revoking_turn = true;
+            return Some(i);
+        }
+        self.revoking_turn = false;
         let n = self.readers.len();
         for k in 0..n {
             let i = (self.turn + k) % n;

@@ -112,6 +112,10 @@ pub struct ReaderCtl {
     security: Option<ReaderSecurity>,
     /// Whether `reader_online` was reported and `reader_offline` not since.
     announced: bool,
+    /// Whether a fragment went out since the last POLL.
+    fragment_since_poll: bool,
+    /// The bus's line speed, for transmit times.
+    baud: u32,
 }
 
 impl ReaderCtl {
@@ -155,7 +159,20 @@ impl ReaderCtl {
             effects: Vec::new(),
             security: None,
             announced: false,
+            fragment_since_poll: false,
+            baud: 9600,
         }
+    }
+
+    /// Sets the line speed (for transmit times; 9600 until told).
+    pub fn with_baud(mut self, baud: u32) -> ReaderCtl {
+        self.baud = baud.max(1);
+        self
+    }
+
+    /// The time `bytes` take on the wire: 10 bits a byte.
+    fn wire_time(&self, bytes: usize) -> Duration {
+        Duration::from_micros(bytes as u64 * 10_000_000 / u64::from(self.baud))
     }
 
     /// Whether this reader uses the Secure Channel.
@@ -301,8 +318,14 @@ impl ReaderCtl {
         self.start_job(now);
         let line = self.line();
         let transferring = self.job.as_ref().is_some_and(SyncJob::transferring);
-        if transferring && now.duration_since(self.last_poll) >= POLL_EVERY / 2 {
-            // Keep the reader's events flowing during a long table: a POLL between fragments.
+        // Keep the reader's events flowing during a long table: a POLL between fragments, early
+        // enough that the next fragment's exchange would not take the gap past 250 ms. At least
+        // one fragment goes between two POLLs, so a slow or busy line still makes progress.
+        let fragment_exchange = self.wire_time(line.rx_buffer + 40);
+        if transferring
+            && self.fragment_since_poll
+            && now.duration_since(self.last_poll) + fragment_exchange >= POLL_EVERY
+        {
             return (Command::Poll, Purpose::Poll);
         }
         if let Some(job) = self.job.as_mut() {
@@ -312,7 +335,10 @@ impl ReaderCtl {
                     return (self.mfg(data), Purpose::Sync);
                 }
                 Ok(Want::Abort) => return (Command::Abort, Purpose::Sync),
-                Ok(Want::Fragment(cmd)) => return (cmd, Purpose::Fragment),
+                Ok(Want::Fragment(cmd)) => {
+                    self.fragment_since_poll = true;
+                    return (cmd, Purpose::Fragment);
+                }
                 Ok(Want::Poll) => {}
                 Err(outcome) => {
                     // Only a failure comes out of `next`.
@@ -424,6 +450,7 @@ impl ReaderCtl {
         self.missed = 0;
         if purpose == Purpose::Poll {
             self.last_poll = now;
+            self.fragment_since_poll = false;
         }
         match (purpose, reply) {
             (_, Reply::Busy) => {

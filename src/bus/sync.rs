@@ -260,7 +260,14 @@ impl SyncJob {
                 return Ok(vec![(DELTA, file)]);
             }
         }
-        let parts = full_table_files(self.target.version, &to, line.max_file_bytes)
+        // Files of whole fragments: a short last fragment per file costs a round trip.
+        let room = line.fragment_room();
+        let file_bytes = if room < line.max_file_bytes {
+            line.max_file_bytes / room * room
+        } else {
+            line.max_file_bytes
+        };
+        let parts = full_table_files(self.target.version, &to, file_bytes)
             .map_err(|e| format!("cannot build the table: {e}"))?;
         Ok(parts.into_iter().map(|p| (FULL_TABLE, p)).collect())
     }

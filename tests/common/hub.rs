@@ -78,6 +78,22 @@ impl Hub {
         )
     }
 
+    /// A plaintext hub config for `broker` whose bus has no readers (its port cannot be opened):
+    /// for measuring the cloud side alone. Doors report `offline`, `applied` as usual.
+    pub fn without_readers(broker: &Broker, doors: &[(&str, &str)], extra: &str) -> Hub {
+        let mut body = String::from("[[bus]]\nname = \"rs485-a\"\nport = \"/dev/null\"\n\n");
+        for (i, (id, mode)) in doors.iter().enumerate() {
+            body.push_str(&format!(
+                "[[door]]\nid = \"{id}\"\nbus = \"rs485-a\"\naddress = {i}\nmode = \"{mode}\"\n\n"
+            ));
+        }
+        body.push_str(extra);
+        Hub::build(
+            &format!("url = \"{}\"\nallow_plaintext = true\n", broker.url()),
+            &body,
+        )
+    }
+
     /// A hub config with the given `[mqtt]` body; its doors' readers are simulated on one bus,
     /// each at the address of its position (a `hub` door gets a plain reader).
     pub fn with_mqtt(mqtt: &str, doors: &[(&str, &str)], extra: &str) -> Hub {
