@@ -17,9 +17,12 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "support/report.rs"]
+mod report;
+
+use report::{Row, cpu_model, ms, print_table};
 
 use std::collections::HashMap;
-use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -861,69 +864,6 @@ impl Stats {
             max: t[n - 1],
         }
     }
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
-}
-
-struct Row {
-    name: String,
-    value: String,
-    goal: String,
-    verdict: &'static str,
-}
-
-impl Row {
-    fn goal(name: &str, value: String, goal: String, pass: bool) -> Row {
-        Row {
-            name: name.to_owned(),
-            value,
-            goal,
-            verdict: if pass { "PASS" } else { "FAIL" },
-        }
-    }
-
-    fn info(name: &str, value: String) -> Row {
-        Row {
-            name: name.to_owned(),
-            value,
-            goal: String::new(),
-            verdict: "",
-        }
-    }
-}
-
-fn print_table(rows: &[Row]) {
-    let w = rows.iter().map(|r| r.name.len()).max().unwrap_or(0);
-    let v = rows.iter().map(|r| r.value.len()).max().unwrap_or(0).max(6);
-    let g = rows.iter().map(|r| r.goal.len()).max().unwrap_or(0).max(4);
-    let mut s = String::new();
-    let _ = writeln!(
-        s,
-        "{:<w$}  {:>v$}  {:<g$}  result",
-        "figure", "value", "goal"
-    );
-    let _ = writeln!(s, "{}", "-".repeat(w + v + g + 12));
-    for r in rows {
-        let _ = writeln!(
-            s,
-            "{:<w$}  {:>v$}  {:<g$}  {}",
-            r.name, r.value, r.goal, r.verdict
-        );
-    }
-    print!("{s}");
-}
-
-fn cpu_model() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|t| {
-            t.lines()
-                .find_map(|l| l.strip_prefix("model name"))
-                .map(|m| m.trim_start_matches([' ', '\t', ':']).to_owned())
-        })
-        .unwrap_or_else(|| "unknown CPU".to_owned())
 }
 
 fn mosquitto_version() -> String {

@@ -784,6 +784,17 @@ impl ReaderCtl {
             count: if granted { 1 } else { 2 },
         }]));
         info!(door = %self.door.id, granted, ?reason, "card read");
+        self.access(granted, reason, credential, bits, data);
+    }
+
+    fn access(
+        &mut self,
+        granted: bool,
+        reason: AccessReason,
+        credential: Option<String>,
+        bits: u8,
+        data: &[u8],
+    ) {
         self.event(EventKind::Access {
             granted,
             reason,
@@ -813,12 +824,6 @@ impl ReaderCtl {
             REASON_EXPIRED => AccessReason::Expired,
             _ => AccessReason::UnknownCard,
         };
-        self.event(EventKind::Access {
-            granted,
-            reason,
-            credential,
-            bits,
-            data: hex::encode(data),
-        });
+        self.access(granted, reason, credential, bits, data);
     }
 }

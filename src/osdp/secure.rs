@@ -88,25 +88,8 @@ const SEALED_HEADER_LEN: usize = 8;
 /// End-of-message marker that starts the padding.
 const PAD_MARKER: u8 = 0x80;
 
-/// Security block types (OSDP 2.2 table D-1).
-pub mod scs {
-    /// CHLNG: the CP starts the handshake.
-    pub const SCS_11: u8 = 0x11;
-    /// CCRYPT: the PD's random and client cryptogram.
-    pub const SCS_12: u8 = 0x12;
-    /// SCRYPT: the CP's server cryptogram.
-    pub const SCS_13: u8 = 0x13;
-    /// RMAC_I: the PD's initial R-MAC; the session is up.
-    pub const SCS_14: u8 = 0x14;
-    /// Command with a MAC, data (if any) not encrypted; this module sends it only without data.
-    pub const SCS_15: u8 = 0x15;
-    /// Reply with a MAC, data (if any) not encrypted; this module sends it only without data.
-    pub const SCS_16: u8 = 0x16;
-    /// Command with a MAC and encrypted data.
-    pub const SCS_17: u8 = 0x17;
-    /// Reply with a MAC and encrypted data.
-    pub const SCS_18: u8 = 0x18;
-}
+/// Security block types, shared with the frame code.
+pub use crate::osdp::frame::scs;
 
 /// Why a Secure Channel step failed. No input makes this module panic; every malformed or
 /// unexpected input ends up here.
