@@ -366,8 +366,11 @@ fn example_file_is_valid() {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("config/doorhub.example.toml"),
     )
     .expect("read example");
-    // Its absolute /etc/doorhub/... paths become relative, so the staged files stand in.
-    let text = example.replace("/etc/doorhub/", "");
+    // Its absolute /etc/doorhub/... and /var/lib/doorhub/... paths become relative, so the
+    // staged files stand in.
+    let text = example
+        .replace("/etc/doorhub/", "")
+        .replace("/var/lib/doorhub/keys/", "keys/");
     assert_ne!(text, example);
     let (_dir, result) = load(&text, &[]);
     let config = match result {
