@@ -388,3 +388,48 @@ async fn a_missing_or_unplugged_adapter_does_not_stop_the_other_bus() {
     daemon.shutdown();
     daemon.wait().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_revocation_overtakes_a_long_table_on_the_same_bus() {
+    let broker = Broker::start();
+    let (mut big, mut small) = (stored(1), stored(2));
+    big.baud = Some(38_400);
+    small.baud = Some(38_400);
+    let mut bus = SimBus::start(vec![big, small]);
+    let hub = Hub::with_bus(
+        &broker,
+        &bus.path,
+        38_400,
+        &[("hall", "stored", 1), ("vault", "stored", 2)],
+        "",
+    );
+    let daemon = hub.start();
+    let mut sub = subscriber(&broker).await;
+    let vault = credentials("v", 50);
+    publish_snapshot(&mut sub, "hall", 1, &credentials("h", 10), 1).await;
+    publish_snapshot(&mut sub, "vault", 1, &vault, 1).await;
+    reported(&mut sub, "hall", |r| r["applied"] == 1).await;
+    reported(&mut sub, "vault", |r| r["applied"] == 1).await;
+
+    // A large addition at hall: a full table of several seconds at 38,400 baud.
+    bus.drain();
+    publish_snapshot(&mut sub, "hall", 2, &credentials("h", 2000), 1).await;
+    bus.wait_for(SYNC, |e| {
+        e["event"] == "file_applied" && e["address"] == 1 && e["outcome"] == "staged"
+    })
+    .await;
+    // Meanwhile a card is revoked at vault.
+    let revoked: Vec<_> = vault[1..].to_vec();
+    publish_snapshot(&mut sub, "vault", 2, &revoked, 1).await;
+    let first = sub
+        .wait_for(Duration::from_secs(30), |m| {
+            m.topic.ends_with("/reported") && m.json()["applied"] == 2
+        })
+        .await
+        .json();
+    assert_eq!(first["door"], "vault", "the revocation went first: {first}");
+    let hall = reported(&mut sub, "hall", |r| r["applied"] == 2).await;
+    assert_eq!(hall["digest"], digest(&credentials("h", 2000)));
+    daemon.shutdown();
+    daemon.wait().await.unwrap();
+}
