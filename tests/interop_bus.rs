@@ -162,6 +162,22 @@ async fn a_hub_restarted_mid_transfer_still_converges() {
     daemon.wait().await.unwrap();
 }
 
+/// A hub whose one door, `(id, mode, address)`, talks to `peer` over the Secure Channel with
+/// the key in `key`.
+fn secure_hub(broker: &Broker, peer: &Peer, door: (&str, &str, u8), key: &std::path::Path) -> Hub {
+    let (id, mode, address) = door;
+    Hub::with_bus(
+        broker,
+        peer.port(),
+        115_200,
+        &[],
+        &format!(
+            "[[door]]\nid = \"{id}\"\nbus = \"rs485-a\"\naddress = {address}\nmode = \"{mode}\"\nscbk_file = \"{}\"\n",
+            key.display()
+        ),
+    )
+}
+
 /// Writes a Secure Channel key file (mode 0600) and returns its path.
 fn key_file(dir: &std::path::Path, key: &[u8; 16]) -> std::path::PathBuf {
     use std::io::Write;
@@ -187,16 +203,7 @@ async fn the_secure_channel_carries_a_card_read_with_a_libosdp_reader() {
     let mut peer = Peer::spawn_pty(&opts).await;
     let keys = tempfile::tempdir().unwrap();
     let path = key_file(keys.path(), &key);
-    let hub = Hub::with_bus(
-        &broker,
-        peer.port(),
-        115_200,
-        &[],
-        &format!(
-            "[[door]]\nid = \"front\"\nbus = \"rs485-a\"\naddress = 1\nmode = \"hub\"\nscbk_file = \"{}\"\n",
-            path.display()
-        ),
-    );
+    let hub = secure_hub(&broker, &peer, ("front", "hub", 1), &path);
     let daemon = hub.start();
     let mut sub = subscriber(&broker).await;
     let set = credentials("sc", 2);
@@ -231,16 +238,7 @@ async fn a_reader_in_install_mode_gets_a_fresh_key_stored_before_use() {
     let keys = tempfile::tempdir().unwrap();
     let configured = [0x22u8; 16];
     let path = key_file(keys.path(), &configured);
-    let hub = Hub::with_bus(
-        &broker,
-        peer.port(),
-        115_200,
-        &[],
-        &format!(
-            "[[door]]\nid = \"front\"\nbus = \"rs485-a\"\naddress = 1\nmode = \"hub\"\nscbk_file = \"{}\"\n",
-            path.display()
-        ),
-    );
+    let hub = secure_hub(&broker, &peer, ("front", "hub", 1), &path);
     let daemon = hub.start();
     let mut sub = subscriber(&broker).await;
     let set = credentials("inst", 2);
@@ -287,16 +285,7 @@ async fn a_table_goes_to_a_stored_libosdp_reader_over_the_secure_channel() {
     let mut peer = Peer::spawn_pty(&opts).await;
     let keys = tempfile::tempdir().unwrap();
     let path = key_file(keys.path(), &key);
-    let hub = Hub::with_bus(
-        &broker,
-        peer.port(),
-        115_200,
-        &[],
-        &format!(
-            "[[door]]\nid = \"safe\"\nbus = \"rs485-a\"\naddress = 2\nmode = \"stored\"\nscbk_file = \"{}\"\n",
-            path.display()
-        ),
-    );
+    let hub = secure_hub(&broker, &peer, ("safe", "stored", 2), &path);
     let daemon = hub.start();
     let mut sub = subscriber(&broker).await;
     // Encrypted fragments padded to 16-byte blocks must still fit libosdp's 256-byte buffer.
