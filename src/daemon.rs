@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::sync::{Notify, Semaphore, broadcast, mpsc};
 use tokio::task::{JoinHandle, JoinSet};
-use tracing::{Instrument, info, info_span};
+use tracing::{Instrument, info, info_span, warn};
 
 use crate::bus::Bus;
 use crate::bus::reader::ReaderCtl;
@@ -16,6 +16,7 @@ use crate::engine::{Engine, INBOUND_BYTES, Inputs, Shared};
 use crate::events::EventSender;
 use crate::health::Health;
 use crate::link::{Link, LinkSettings};
+use crate::notify::{Liveness, Notifier, watchdog, watchdog_interval};
 use crate::reported::Board;
 use crate::store::Store;
 
@@ -33,6 +34,8 @@ pub struct Daemon {
     link: JoinHandle<anyhow::Result<()>>,
     buses: JoinSet<()>,
     store: Store,
+    notifier: Option<Arc<Notifier>>,
+    stall: mpsc::Sender<Duration>,
 }
 
 impl Daemon {
@@ -52,6 +55,12 @@ impl Daemon {
         let (inbound_tx, inbound_rx) = mpsc::channel(INBOUND_QUEUE);
         let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
         let (reports_tx, reports_rx) = mpsc::channel(EVENT_QUEUE);
+        let (stall_tx, stall_rx) = mpsc::channel(1);
+        // One beat for the engine, one for the link, one per bus.
+        let (liveness, beats) = Liveness::new(2 + config.bus.len());
+        let mut beats = beats.into_iter();
+        // Called exactly once per main loop below: 2 + the number of buses, as made.
+        let mut beat = || beats.next().expect("one beat was made for each main loop");
         let engine = Engine::new(
             &config,
             shared.clone(),
@@ -59,6 +68,8 @@ impl Daemon {
                 inbound: inbound_rx,
                 events: events_rx,
                 reports: reports_rx,
+                beat: beat(),
+                stall: stall_rx,
                 shutdown: shutdown.subscribe(),
             },
         )
@@ -72,6 +83,7 @@ impl Daemon {
             },
             shared,
             inbound_tx,
+            beat(),
             shutdown.subscribe(),
         );
         let mut buses = JoinSet::new();
@@ -108,6 +120,7 @@ impl Daemon {
                 health.clone(),
                 reports_tx.clone(),
                 EventSender(events_tx.clone()),
+                beat(),
                 shutdown.subscribe(),
             );
             buses.spawn(task.run().instrument(info_span!("bus", bus = %bus.name)));
@@ -122,11 +135,28 @@ impl Daemon {
             async move { link.run().await.context("mqtt link") }
                 .instrument(info_span!("mqtt", hub = %config.hub.id)),
         );
+        let notifier = Notifier::from_env().map(Arc::new);
+        if let (Some(notifier), Some(interval)) = (&notifier, watchdog_interval()) {
+            tokio::spawn(watchdog(
+                notifier.clone(),
+                interval,
+                liveness,
+                shutdown.subscribe(),
+            ));
+        }
+        // The store is open and the buses run: the doors are served, with or without the broker.
+        if let Some(n) = &notifier
+            && let Err(e) = n.notify("READY=1")
+        {
+            warn!("cannot notify systemd: {e}");
+        }
         info!("doorhub {} started", env!("CARGO_PKG_VERSION"));
         Ok(Daemon {
             shutdown,
             events: EventSender(events_tx),
             health,
+            notifier,
+            stall: stall_tx,
             engine,
             link,
             buses,
@@ -149,8 +179,18 @@ impl Daemon {
         &self.store
     }
 
+    /// Test hook: the engine's loop stalls for `d`, as a stuck loop would (the watchdog then
+    /// stops pinging systemd).
+    #[doc(hidden)]
+    pub async fn stall_engine(&self, d: Duration) {
+        let _ = self.stall.send(d).await;
+    }
+
     /// Says stop; [`Daemon::wait`] then returns once everything is stored and closed.
     pub fn shutdown(&self) {
+        if let Some(n) = &self.notifier {
+            let _ = n.notify("STOPPING=1");
+        }
         // No receiver means every task has already stopped.
         let _ = self.shutdown.send(());
     }
@@ -161,6 +201,8 @@ impl Daemon {
             shutdown,
             events,
             health: _,
+            notifier: _,
+            stall: _,
             engine,
             link,
             mut buses,
@@ -199,10 +241,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         signal_hook_tokio::Signals::new([SIGTERM, SIGINT]).context("installing signal handlers")?;
     let daemon = Daemon::start(config)?;
     let stopper = daemon.shutdown.clone();
+    let notifier = daemon.notifier.clone();
     let handle = signals.handle();
     tokio::spawn(async move {
         if let Some(sig) = signals.next().await {
             info!(signal = sig, "stopping");
+            if let Some(n) = notifier {
+                let _ = n.notify("STOPPING=1");
+            }
             let _ = stopper.send(());
         }
     });

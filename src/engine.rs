@@ -18,6 +18,7 @@ use tracing::{debug, error, info, warn};
 use crate::config::{Config, DoorMode};
 use crate::events::Event;
 use crate::health::{DoorCounts, Health};
+use crate::notify::Beat;
 use crate::reported::{Board, ReaderState, Reported, Status};
 use crate::snapshot::{
     Limits, Part, SetDigest, SnapshotError, check_unique, parse_part, read_version,
@@ -79,6 +80,10 @@ pub struct Inputs {
     pub events: mpsc::Receiver<Event>,
     /// What the bus tasks learn about doors.
     pub reports: mpsc::Receiver<DoorReport>,
+    /// The engine's part in the watchdog's liveness check.
+    pub beat: Beat,
+    /// Test hook: makes the engine loop stall for a while, as a stuck loop would.
+    pub stall: mpsc::Receiver<std::time::Duration>,
     /// Says stop.
     pub shutdown: broadcast::Receiver<()>,
 }
@@ -213,6 +218,15 @@ impl Engine {
             tokio::select! {
                 biased;
                 _ = self.inputs.shutdown.recv() => break,
+                _ = self.inputs.beat.raised() => {
+                    self.inputs.beat.ack();
+                    continue;
+                }
+                Some(d) = self.inputs.stall.recv() => {
+                    warn!("stalling the engine for {d:?} (test hook)");
+                    tokio::time::sleep(d).await;
+                    continue;
+                }
                 r = self.inputs.reports.recv(), if reports_open => match r {
                     Some(r) => reports.push(r),
                     None => reports_open = false,

@@ -38,6 +38,7 @@ pub mod engine;
 pub mod events;
 pub mod health;
 pub mod link;
+pub mod notify;
 pub mod osdp;
 pub mod push;
 pub mod reported;

@@ -25,6 +25,7 @@ use tracing::{Instrument, debug, info, warn};
 
 use crate::config::MqttConfig;
 use crate::engine::{INBOUND_BYTES, Inbound, Shared};
+use crate::notify::Beat;
 use crate::topics::Topics;
 
 /// Publishes the link keeps outstanding at once, of every kind.
@@ -133,6 +134,7 @@ impl Tracker {
 /// The MQTT link task.
 pub struct Link {
     settings: LinkSettings,
+    beat: Beat,
     topics: Topics,
     shared: Shared,
     inbound: mpsc::Sender<Inbound>,
@@ -145,9 +147,11 @@ impl Link {
         settings: LinkSettings,
         shared: Shared,
         inbound: mpsc::Sender<Inbound>,
+        beat: Beat,
         shutdown: broadcast::Receiver<()>,
     ) -> Link {
         Link {
+            beat,
             topics: Topics::new(&settings.mqtt.topic_prefix, &settings.hub),
             settings,
             shared,
@@ -223,6 +227,7 @@ impl Link {
         loop {
             tokio::select! {
                 _ = self.shutdown.recv() => break,
+                _ = self.beat.raised() => self.beat.ack(),
                 ev = events.recv() => match ev {
                     Some(Ok(ev)) => self.on_event(&mut state, ev).await,
                     Some(Err(e)) => {

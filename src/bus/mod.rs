@@ -25,6 +25,7 @@ use tracing::{debug, info, warn};
 use crate::config::BusConfig;
 use crate::events::EventSender;
 use crate::health::{BusCounters, Health};
+use crate::notify::Beat;
 use crate::osdp::frame::Frame;
 use crate::osdp::stream::{FrameReader, write_frame};
 use crate::sync::DoorReport;
@@ -65,16 +66,19 @@ pub struct Bus {
     turn: usize,
     /// Whether the last turn went to a revoking reader out of order.
     revoking_turn: bool,
+    beat: Beat,
 }
 
 impl Bus {
     /// A bus serving `readers`.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         config: BusConfig,
         readers: Vec<ReaderCtl>,
         health: Arc<Health>,
         reports: mpsc::Sender<DoorReport>,
         events: EventSender,
+        beat: Beat,
         shutdown: broadcast::Receiver<()>,
     ) -> Bus {
         let counters = health.add_bus(
@@ -92,6 +96,7 @@ impl Bus {
             shutdown,
             turn: 0,
             revoking_turn: false,
+            beat,
         }
     }
 
@@ -117,9 +122,13 @@ impl Bus {
                 }
                 Err(e) => warn!("{e}; retrying in {backoff:?}"),
             }
-            tokio::select! {
-                _ = tokio::time::sleep(backoff) => {}
-                _ = self.shutdown.recv() => return,
+            let wake = tokio::time::Instant::now() + backoff;
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(wake) => break,
+                    _ = self.beat.raised() => self.beat.ack(),
+                    _ = self.shutdown.recv() => return,
+                }
             }
             backoff = (backoff * 2).min(MAX_REOPEN);
         }
@@ -148,6 +157,7 @@ impl Bus {
         let (mut rx, mut tx) = tokio::io::split(io);
         let mut frames = FrameReader::crc_only();
         loop {
+            self.beat.ack_if_raised();
             let now = Instant::now();
             let Some(i) = self.pick(now) else {
                 // Nobody wants the line: wait for the next probe, or stop.
@@ -159,6 +169,10 @@ impl Bus {
                     .unwrap_or(now + reader::PROBE_EVERY);
                 tokio::select! {
                     _ = sleep_until(wake) => continue,
+                    _ = self.beat.raised() => {
+                        self.beat.ack();
+                        continue;
+                    }
                     _ = self.shutdown.recv() => return Ok(()),
                 }
             };
