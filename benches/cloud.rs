@@ -17,14 +17,17 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "support/daemon.rs"]
+mod daemon;
 #[path = "support/report.rs"]
 mod report;
 
+use daemon::{Process, binary, init_logging, start_daemon, stop_daemon};
 use report::{Row, cpu_model, ms, print_table};
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::burst::FastPublisher;
@@ -452,44 +455,6 @@ fn rate(bench: &Runtime, errors: &mut Vec<String>) -> Vec<Row> {
 // ---------------------------------------------------------------------------------------------
 // Scenario 3: peak RSS of the binary
 
-/// The release binary cargo built for this bench (`target/release/doorhub`: benches use the
-/// `bench` profile, which inherits `release`).
-fn binary() -> PathBuf {
-    // Cargo sets CARGO_BIN_EXE_<name> for integration tests and benches, and builds the binary
-    // first; check it anyway, next to this executable (target/<profile>/deps/cloud-*).
-    let exe = std::env::current_exe().unwrap();
-    let beside = exe
-        .parent()
-        .and_then(Path::parent)
-        .map(|dir| dir.join("doorhub"));
-    let candidates = [beside, Some(PathBuf::from(env!("CARGO_BIN_EXE_doorhub")))];
-    candidates
-        .into_iter()
-        .flatten()
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| {
-            panic!(
-                "the doorhub binary is not next to the bench ({}) : run the bench with \
-                 `cargo bench --bench cloud`, which builds target/release/doorhub first",
-                exe.display()
-            )
-        })
-}
-
-/// The daemon process, killed if the bench panics.
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        if matches!(self.0.try_wait(), Ok(None)) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-}
-
-/// `paced`: one door at a time (its parts, then its reported), instead of all at once: how much
-/// of the peak is messages queued inside the daemon.
 fn rss(bench: &Runtime, paced: bool) -> Vec<Row> {
     let bin = binary();
     println!(
@@ -681,37 +646,6 @@ fn du(dir: &Path) -> u64 {
 
 // ---------------------------------------------------------------------------------------------
 // The daemon in-process
-
-fn start_daemon(hub: &Hub) -> (Runtime, doorhub::daemon::Daemon) {
-    // As the binary.
-    let rt = doorhub::cli::runtime().unwrap();
-    let daemon = {
-        let _guard = rt.enter();
-        hub.start()
-    };
-    (rt, daemon)
-}
-
-fn stop_daemon(rt: Runtime, daemon: doorhub::daemon::Daemon) {
-    daemon.shutdown();
-    rt.block_on(async {
-        tokio::time::timeout(TIMEOUT, daemon.wait())
-            .await
-            .expect("the daemon did not stop")
-            .expect("the daemon failed");
-    });
-}
-
-fn init_logging(path: &Path) {
-    let file = std::fs::File::create(path).unwrap();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::sync::Mutex::new(file))
-        .with_ansi(false)
-        .init();
-}
 
 // ---------------------------------------------------------------------------------------------
 // Bench MQTT clients

@@ -20,13 +20,15 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "support/daemon.rs"]
+mod daemon;
 #[path = "support/report.rs"]
 mod report;
 
+use daemon::{Process, binary, init_logging, start_daemon, stop_daemon};
 use report::{Row, cpu_model, ms, print_table};
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command as Process, Stdio};
+use std::process::{Command as Program, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -507,37 +509,6 @@ fn by_name(exchanges: &[&Exchange]) -> String {
 
 // ---------------------------------------------------------------------------------------------
 // The daemon and MQTT
-
-fn start_daemon(hub: &Hub) -> (Runtime, doorhub::daemon::Daemon) {
-    // As the binary.
-    let rt = doorhub::cli::runtime().unwrap();
-    let daemon = {
-        let _guard = rt.enter();
-        hub.start()
-    };
-    (rt, daemon)
-}
-
-fn stop_daemon(rt: Runtime, daemon: doorhub::daemon::Daemon) {
-    daemon.shutdown();
-    rt.block_on(async {
-        tokio::time::timeout(TIMEOUT, daemon.wait())
-            .await
-            .expect("the daemon did not stop")
-            .expect("the daemon failed");
-    });
-}
-
-fn init_logging(path: &Path) {
-    let file = std::fs::File::create(path).unwrap();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::sync::Mutex::new(file))
-        .with_ansi(false)
-        .init();
-}
 
 /// Waits until `door` reports `applied` ≥ `version` (panics after `deadline`); returns when.
 async fn applied(sub: &mut Subscriber, door: &str, version: u64, deadline: Duration) -> Instant {
@@ -1136,8 +1107,8 @@ fn cpu(bench: &Runtime) -> Vec<(u32, Row)> {
         .collect();
     let hub = Hub::with_bus(&broker, &line.path, FAST, &doors, "");
     let log = std::fs::File::create(hub.dir.path().join("doorhub.log")).unwrap();
-    let mut child = Daemon(
-        Process::new(&bin)
+    let mut child = Process(
+        Program::new(&bin)
             .args(["run", "--config"])
             .arg(&hub.config_path)
             // The config's level (info), as in production.
@@ -1239,40 +1210,6 @@ fn cpu(bench: &Runtime) -> Vec<(u32, Row)> {
     ]
 }
 
-/// The release binary cargo built for this bench (`target/release/doorhub`: benches use the
-/// `bench` profile, which inherits `release`).
-fn binary() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let beside = exe
-        .parent()
-        .and_then(Path::parent)
-        .map(|dir| dir.join("doorhub"));
-    let candidates = [beside, Some(PathBuf::from(env!("CARGO_BIN_EXE_doorhub")))];
-    candidates
-        .into_iter()
-        .flatten()
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| {
-            panic!(
-                "the doorhub binary is not next to the bench ({}) : run the bench with \
-                 `cargo bench --bench reader_link`, which builds target/release/doorhub first",
-                exe.display()
-            )
-        })
-}
-
-/// The daemon process, killed if the bench panics.
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if matches!(self.0.try_wait(), Ok(None)) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-}
-
 /// utime + stime of a process, in clock ticks, from /proc/PID/stat.
 fn cpu_ticks(pid: u32) -> u64 {
     let text = std::fs::read_to_string(format!("/proc/{pid}/stat"))
@@ -1287,7 +1224,7 @@ fn cpu_ticks(pid: u32) -> u64 {
 
 /// Clock ticks per second (`getconf CLK_TCK`; 100 on Linux).
 fn clock_ticks() -> u64 {
-    Process::new("getconf")
+    Program::new("getconf")
         .arg("CLK_TCK")
         .output()
         .ok()
