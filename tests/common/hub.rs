@@ -28,11 +28,7 @@ pub struct Hub {
 impl Hub {
     /// A plaintext hub config for `broker`, with `doors` as `(id, mode)`, plus extra TOML.
     pub fn new(broker: &Broker, doors: &[(&str, &str)], extra: &str) -> Hub {
-        Hub::with_mqtt(
-            &format!("url = \"{}\"\nallow_plaintext = true\n", broker.url()),
-            doors,
-            extra,
-        )
+        Hub::with_mqtt(&plaintext(broker), doors, extra)
     }
 
     /// A hub for `broker` whose bus `rs485-a` is `port` at `baud`, with `doors` as
@@ -60,37 +56,16 @@ impl Hub {
         doors: &[(&str, &str, &str, u8)],
         extra: &str,
     ) -> Hub {
-        let mut body = String::new();
-        for (name, port, baud) in buses {
-            body.push_str(&format!(
-                "[[bus]]\nname = \"{name}\"\nport = \"{port}\"\nbaud = {baud}\n{bus_keys}\n"
-            ));
-        }
-        for (id, mode, bus, address) in doors {
-            body.push_str(&format!(
-                "[[door]]\nid = \"{id}\"\nbus = \"{bus}\"\naddress = {address}\nmode = \"{mode}\"\n\n"
-            ));
-        }
-        body.push_str(extra);
-        Hub::build(
-            &format!("url = \"{}\"\nallow_plaintext = true\n", broker.url()),
-            &body,
-        )
+        Hub::build(&plaintext(broker), &body(buses, bus_keys, doors, extra))
     }
 
     /// A plaintext hub config for `broker` whose bus has no readers (its port cannot be opened):
     /// for measuring the cloud side alone. Doors report `offline`, `applied` as usual.
     pub fn without_readers(broker: &Broker, doors: &[(&str, &str)], extra: &str) -> Hub {
-        let mut body = String::from("[[bus]]\nname = \"rs485-a\"\nport = \"/dev/null\"\n\n");
-        for (i, (id, mode)) in doors.iter().enumerate() {
-            body.push_str(&format!(
-                "[[door]]\nid = \"{id}\"\nbus = \"rs485-a\"\naddress = {i}\nmode = \"{mode}\"\n\n"
-            ));
-        }
-        body.push_str(extra);
+        let buses = [("rs485-a", "/dev/null", 9600)];
         Hub::build(
-            &format!("url = \"{}\"\nallow_plaintext = true\n", broker.url()),
-            &body,
+            &plaintext(broker),
+            &body(&buses, "", &on_one_bus(doors), extra),
         )
     }
 
@@ -111,17 +86,8 @@ impl Hub {
             })
             .collect();
         let sim = super::simbus::SimBus::start(readers);
-        let mut body = format!(
-            "[[bus]]\nname = \"rs485-a\"\nport = \"{}\"\nbaud = 115200\n\n",
-            sim.path
-        );
-        for (i, (id, mode)) in doors.iter().enumerate() {
-            body.push_str(&format!(
-                "[[door]]\nid = \"{id}\"\nbus = \"rs485-a\"\naddress = {i}\nmode = \"{mode}\"\n\n"
-            ));
-        }
-        body.push_str(extra);
-        let mut hub = Hub::build(mqtt, &body);
+        let buses = [("rs485-a", sim.path.as_str(), 115_200)];
+        let mut hub = Hub::build(mqtt, &body(&buses, "", &on_one_bus(doors), extra));
         hub.sim = Some(sim);
         hub
     }
@@ -189,6 +155,42 @@ impl Hub {
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("doorhub.log")).unwrap_or_default()
     }
+}
+
+/// The `[mqtt]` body for `broker` without TLS.
+fn plaintext(broker: &Broker) -> String {
+    format!("url = \"{}\"\nallow_plaintext = true\n", broker.url())
+}
+
+/// `doors` as `(id, mode)` on bus `rs485-a`, each at the address of its position.
+fn on_one_bus<'a>(doors: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str, &'static str, u8)> {
+    doors
+        .iter()
+        .enumerate()
+        .map(|(i, (id, mode))| (*id, *mode, "rs485-a", i as u8))
+        .collect()
+}
+
+/// The `[[bus]]` and `[[door]]` tables of a config, then `extra`.
+fn body(
+    buses: &[(&str, &str, u32)],
+    bus_keys: &str,
+    doors: &[(&str, &str, &str, u8)],
+    extra: &str,
+) -> String {
+    let mut body = String::new();
+    for (name, port, baud) in buses {
+        body.push_str(&format!(
+            "[[bus]]\nname = \"{name}\"\nport = \"{port}\"\nbaud = {baud}\n{bus_keys}\n"
+        ));
+    }
+    for (id, mode, bus, address) in doors {
+        body.push_str(&format!(
+            "[[door]]\nid = \"{id}\"\nbus = \"{bus}\"\naddress = {address}\nmode = \"{mode}\"\n\n"
+        ));
+    }
+    body.push_str(extra);
+    body
 }
 
 /// Sends `signal` (e.g. "KILL", "TERM") to a child process.
