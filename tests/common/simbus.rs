@@ -125,35 +125,31 @@ impl Drop for SimBus {
 
 /// Copies both ways between the pty master and the simulator, flipping a bit now and then.
 async fn noisy_copy(master: SerialStream, sim: DuplexStream, rate: f64, seed: u64) {
-    let (mut mr, mut mw) = tokio::io::split(master);
-    let (mut sr, mut sw) = tokio::io::split(sim);
-    let up = async move {
-        let mut rng = fastrand::Rng::with_seed(seed);
-        let mut buf = [0u8; 512];
-        while let Ok(n) = mr.read(&mut buf).await {
-            if n == 0 {
-                break;
-            }
-            corrupt(&mut buf[..n], rate, &mut rng);
-            if sw.write_all(&buf[..n]).await.is_err() {
-                break;
-            }
+    let (mr, mw) = tokio::io::split(master);
+    let (sr, sw) = tokio::io::split(sim);
+    tokio::join!(
+        pump(mr, sw, rate, fastrand::Rng::with_seed(seed)),
+        pump(sr, mw, rate, fastrand::Rng::with_seed(seed ^ 0x5eed)),
+    );
+}
+
+/// Copies `from` to `to` until either end closes, corrupting bytes at `rate`.
+async fn pump(
+    mut from: impl tokio::io::AsyncRead + Unpin,
+    mut to: impl tokio::io::AsyncWrite + Unpin,
+    rate: f64,
+    mut rng: fastrand::Rng,
+) {
+    let mut buf = [0u8; 512];
+    while let Ok(n) = from.read(&mut buf).await {
+        if n == 0 {
+            break;
         }
-    };
-    let down = async move {
-        let mut rng = fastrand::Rng::with_seed(seed ^ 0x5eed);
-        let mut buf = [0u8; 512];
-        while let Ok(n) = sr.read(&mut buf).await {
-            if n == 0 {
-                break;
-            }
-            corrupt(&mut buf[..n], rate, &mut rng);
-            if mw.write_all(&buf[..n]).await.is_err() {
-                break;
-            }
+        corrupt(&mut buf[..n], rate, &mut rng);
+        if to.write_all(&buf[..n]).await.is_err() {
+            break;
         }
-    };
-    tokio::join!(up, down);
+    }
 }
 
 fn corrupt(bytes: &mut [u8], rate: f64, rng: &mut fastrand::Rng) {
