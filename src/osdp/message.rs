@@ -249,6 +249,21 @@ pub struct Manufacturer {
     pub data: Vec<u8>,
 }
 
+impl Manufacturer {
+    fn encode_into(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.vendor);
+        out.extend_from_slice(&self.data);
+    }
+
+    fn decode(code: u8, data: &[u8]) -> Result<Manufacturer, MessageError> {
+        let (vendor, rest) = take::<3>(code, data, "at least 3")?;
+        Ok(Manufacturer {
+            vendor: *vendor,
+            data: rest.to_vec(),
+        })
+    }
+}
+
 /// A command, CP to PD.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
@@ -386,10 +401,7 @@ impl Command {
                 out.extend_from_slice(&len.to_le_bytes());
                 out.extend_from_slice(&ft.data);
             }
-            Command::Mfg(m) => {
-                out.extend_from_slice(&m.vendor);
-                out.extend_from_slice(&m.data);
-            }
+            Command::Mfg(m) => m.encode_into(&mut out),
             Command::Other { data, .. } => out.extend_from_slice(data),
         }
         out
@@ -535,13 +547,7 @@ impl Command {
                     data: fragment.to_vec(),
                 })
             }
-            CMD_MFG => {
-                let (vendor, rest) = take::<3>(code, data, "at least 3")?;
-                Command::Mfg(Manufacturer {
-                    vendor: *vendor,
-                    data: rest.to_vec(),
-                })
-            }
+            CMD_MFG => Command::Mfg(Manufacturer::decode(code, data)?),
             CMD_ABORT => empty(code, data).map(|()| Command::Abort)?,
             _ => Command::Other {
                 code,
@@ -868,10 +874,7 @@ impl Reply {
                 out.extend_from_slice(&s.status.to_le_bytes());
                 out.extend_from_slice(&s.update_msg_max.to_le_bytes());
             }
-            Reply::MfgRep(m) => {
-                out.extend_from_slice(&m.vendor);
-                out.extend_from_slice(&m.data);
-            }
+            Reply::MfgRep(m) => m.encode_into(&mut out),
             Reply::Other { data, .. } => out.extend_from_slice(data),
         }
         out
@@ -973,13 +976,7 @@ impl Reply {
                     update_msg_max: u16::from_le_bytes([m0, m1]),
                 })
             }
-            REPLY_MFGREP => {
-                let (vendor, rest) = take::<3>(code, data, "at least 3")?;
-                Reply::MfgRep(Manufacturer {
-                    vendor: *vendor,
-                    data: rest.to_vec(),
-                })
-            }
+            REPLY_MFGREP => Reply::MfgRep(Manufacturer::decode(code, data)?),
             _ => Reply::Other {
                 code,
                 data: data.to_vec(),
