@@ -6,7 +6,6 @@
 //! applied, flushed once, then acknowledged in arrival order. One fsync then covers many
 //! messages, which keeps durable adoption close to the broker's delivery rate.
 
-use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -113,7 +112,7 @@ pub struct Engine {
     /// The target of each `stored` door, watched by its bus task.
     targets: HashMap<String, watch::Sender<Option<Target>>>,
     /// Doors whose target changes once the current group is flushed.
-    retarget: RefCell<BTreeSet<String>>,
+    retarget: BTreeSet<String>,
     /// Set when a damaged record was dropped: the link then subscribes afresh, so that the broker
     /// sends the retained snapshots again.
     resubscribe: bool,
@@ -133,7 +132,7 @@ impl Engine {
             modes,
             readers: HashMap::new(),
             targets: HashMap::new(),
-            retarget: RefCell::new(BTreeSet::new()),
+            retarget: BTreeSet::new(),
             shared,
             inputs,
             doors: BTreeMap::new(),
@@ -300,7 +299,7 @@ impl Engine {
         if !events.is_empty() {
             self.shared.events_ready.notify_one();
         }
-        for door in std::mem::take(&mut *self.retarget.borrow_mut()) {
+        for door in std::mem::take(&mut self.retarget) {
             if let (Some(tx), Some(record)) = (self.targets.get(&door), self.doors.get(&door)) {
                 tx.send_replace(target(record));
             }
@@ -393,7 +392,7 @@ impl Engine {
     }
 
     fn desired_part(
-        &self,
+        &mut self,
         door: &str,
         level: Result<u64, SnapshotError>,
         payload: &[u8],
@@ -493,7 +492,7 @@ impl Engine {
     /// Every part of a version is here: check the whole and adopt it, in the same change that
     /// removes the staged parts, so a crash leaves either the assembly or the adoption.
     fn adopt(
-        &self,
+        &mut self,
         door: &str,
         last: Part,
         assembly: Assembly,
@@ -541,7 +540,7 @@ impl Engine {
         if self.targets.contains_key(door) {
             // Told to the bus task once the set is flushed: a reader must never hold a version
             // the hub could still lose.
-            self.retarget.borrow_mut().insert(door.to_owned());
+            self.retarget.insert(door.to_owned());
         }
         info!(%door, version, credentials = state.count, digest = %state.digest, "adopted desired snapshot");
         Ok(())
