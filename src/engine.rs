@@ -579,17 +579,23 @@ impl Engine {
         debug!(%door, version, "ignored desired part: {why}");
     }
 
-    fn reported(&self, door: &str, record: &DoorRecord) -> Reported {
+    fn status(&self, door: &str, record: &DoorRecord) -> Status {
         let desired = record.desired.as_ref().map_or(0, |d| d.set.version);
         let applied = record.applied.map_or(0, |a| a.version);
-        let reader = self.readers.get(door);
-        let status = match reader {
+        match self.readers.get(door) {
             None => Status::Unconfigured,
             Some(r) if !r.online => Status::Offline,
             Some(_) if applied == desired => Status::InSync,
             Some(r) if r.failure.is_some() && !r.syncing => Status::Error,
             Some(_) => Status::Pending,
-        };
+        }
+    }
+
+    fn reported(&self, door: &str, record: &DoorRecord) -> Reported {
+        let desired = record.desired.as_ref().map_or(0, |d| d.set.version);
+        let applied = record.applied.map_or(0, |a| a.version);
+        let reader = self.readers.get(door);
+        let status = self.status(door, record);
         Reported {
             door: door.to_owned(),
             desired,
@@ -635,7 +641,8 @@ impl Engine {
                 continue;
             }
             counts.total += 1;
-            match self.reported(door, record).status {
+            // Counted on every commit: the status alone, not the whole reported state.
+            match self.status(door, record) {
                 Status::InSync => counts.in_sync += 1,
                 Status::Pending => counts.pending += 1,
                 Status::Offline => counts.offline += 1,
