@@ -1,22 +1,22 @@
 //! Wiring: opens the store, starts the engine and the MQTT link, and stops them in order.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use tokio::sync::{Notify, Semaphore, broadcast, mpsc};
-use tokio::task::{JoinHandle, JoinSet};
-use tracing::{Instrument, info, info_span, warn};
+use tokio::sync::{Notify, Semaphore, broadcast, mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+use tracing::{Instrument, error, info, info_span, warn};
 
-use crate::bus::Bus;
-use crate::bus::reader::ReaderCtl;
-use crate::bus::secure::ReaderSecurity;
-use crate::config::Config;
+use crate::buses::{Applied, Buses, BusesError, Channels, Reload};
+use crate::config::{Config, ConfigErrors};
 use crate::engine::{Engine, INBOUND_BYTES, Inputs, Shared};
 use crate::events::EventSender;
 use crate::health::Health;
 use crate::link::{Link, LinkSettings};
 use crate::notify::{Liveness, Notifier, watchdog, watchdog_interval};
+use crate::reload::{Outcome, effective, needs_restart};
 use crate::reported::Board;
 use crate::store::Store;
 
@@ -27,15 +27,25 @@ const EVENT_QUEUE: usize = 1024;
 
 /// A running daemon.
 pub struct Daemon {
-    shutdown: broadcast::Sender<()>,
+    control: Control,
     events: EventSender,
     health: Arc<Health>,
     engine: JoinHandle<anyhow::Result<()>>,
     link: JoinHandle<anyhow::Result<()>>,
-    buses: JoinSet<()>,
+    buses: JoinHandle<()>,
     store: Store,
-    notifier: Option<Arc<Notifier>>,
     stall: mpsc::Sender<Duration>,
+}
+
+/// What can be done to a running daemon from outside it (signals, tests): stop it, reload it.
+#[derive(Clone)]
+pub struct Control {
+    shutdown: broadcast::Sender<()>,
+    notifier: Option<Arc<Notifier>>,
+    reloads: mpsc::Sender<Reload>,
+    /// The config running now; the lock also keeps two reloads from interleaving.
+    running: Arc<tokio::sync::Mutex<Config>>,
+    outcome: watch::Sender<Option<Outcome>>,
 }
 
 impl Daemon {
@@ -55,12 +65,10 @@ impl Daemon {
         let (inbound_tx, inbound_rx) = mpsc::channel(INBOUND_QUEUE);
         let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
         let (reports_tx, reports_rx) = mpsc::channel(EVENT_QUEUE);
+        let (reconfigure_tx, reconfigure_rx) = mpsc::channel(1);
+        let (reloads_tx, reloads_rx) = mpsc::channel(1);
         let (stall_tx, stall_rx) = mpsc::channel(1);
-        // One beat for the engine, one for the link, one per bus.
-        let (liveness, beats) = Liveness::new(2 + config.bus.len());
-        let mut beats = beats.into_iter();
-        // Called exactly once per main loop below: 2 + the number of buses, as made.
-        let mut beat = || beats.next().expect("one beat was made for each main loop");
+        let liveness = Liveness::new();
         let engine = Engine::new(
             &config,
             shared.clone(),
@@ -68,7 +76,8 @@ impl Daemon {
                 inbound: inbound_rx,
                 events: events_rx,
                 reports: reports_rx,
-                beat: beat(),
+                reconfigure: reconfigure_rx,
+                beat: liveness.beat(),
                 stall: stall_rx,
                 shutdown: shutdown.subscribe(),
             },
@@ -83,57 +92,35 @@ impl Daemon {
             },
             shared,
             inbound_tx,
-            beat(),
+            liveness.beat(),
             shutdown.subscribe(),
         );
-        let mut buses = JoinSet::new();
-        let targets = engine.targets();
-        for bus in &config.bus {
-            let mut readers = Vec::new();
-            for d in config.door.iter().filter(|d| d.bus == bus.name) {
-                let reader = ReaderCtl::new(
-                    d.clone(),
-                    bus.vendor_code_bytes(),
-                    bus.max_file_bytes,
-                    bus.offline_after,
-                    Duration::from_secs(bus.verify_interval_s),
-                    targets.get(&d.id).cloned(),
-                    engine.applied(&d.id),
-                    store.clone(),
-                )
-                .with_baud(bus.baud);
-                // A door with a key runs the Secure Channel; a key that can't be read stops the
-                // start rather than let the door run in the clear.
-                let key = d
-                    .read_scbk()
-                    .with_context(|| format!("door {}: scbk_file", d.id))?;
-                readers.push(match (key, &d.scbk_file) {
-                    (Some(key), Some(path)) => {
-                        reader.with_security(ReaderSecurity::new(key, path.clone()))
-                    }
-                    _ => reader,
-                });
-            }
-            let task = Bus::new(
-                bus.clone(),
-                readers,
-                health.clone(),
-                reports_tx.clone(),
-                EventSender(events_tx.clone()),
-                beat(),
-                shutdown.subscribe(),
-            );
-            buses.spawn(task.run().instrument(info_span!("bus", bus = %bus.name)));
-        }
-        drop(reports_tx);
+        // A door with a key runs the Secure Channel; a key that can't be read stops the start
+        // rather than let the door run in the clear.
+        let buses = Buses::start(
+            &config,
+            engine.links(),
+            Channels {
+                health: health.clone(),
+                store: store.clone(),
+                reports: reports_tx,
+                events: EventSender(events_tx.clone()),
+                engine: reconfigure_tx,
+                liveness: liveness.clone(),
+                reloads: reloads_rx,
+                shutdown: shutdown.subscribe(),
+            },
+        )?;
+        let buses = tokio::spawn(buses.run().instrument(info_span!("buses")));
         let hub = config.hub.id.clone();
         let engine = tokio::spawn(
             async move { engine.run().await.context("engine") }
                 .instrument(info_span!("engine", hub = %hub)),
         );
+        let hub = config.hub.id.clone();
         let link = tokio::spawn(
             async move { link.run().await.context("mqtt link") }
-                .instrument(info_span!("mqtt", hub = %config.hub.id)),
+                .instrument(info_span!("mqtt", hub = %hub)),
         );
         let notifier = Notifier::from_env().map(Arc::new);
         if let (Some(notifier), Some(interval)) = (&notifier, watchdog_interval()) {
@@ -152,16 +139,26 @@ impl Daemon {
         }
         info!("doorhub {} started", env!("CARGO_PKG_VERSION"));
         Ok(Daemon {
-            shutdown,
+            control: Control {
+                shutdown,
+                notifier,
+                reloads: reloads_tx,
+                running: Arc::new(tokio::sync::Mutex::new(config)),
+                outcome: watch::channel(None).0,
+            },
             events: EventSender(events_tx),
             health,
-            notifier,
             stall: stall_tx,
             engine,
             link,
             buses,
             store,
         })
+    }
+
+    /// A handle to stop or reload the daemon from elsewhere.
+    pub fn control(&self) -> Control {
+        self.control.clone()
     }
 
     /// Where components (and tests) raise events.
@@ -188,24 +185,24 @@ impl Daemon {
 
     /// Says stop; [`Daemon::wait`] then returns once everything is stored and closed.
     pub fn shutdown(&self) {
-        if let Some(n) = &self.notifier {
-            let _ = n.notify("STOPPING=1");
-        }
-        // No receiver means every task has already stopped.
-        let _ = self.shutdown.send(());
+        self.control.shutdown();
+    }
+
+    /// Applies a new config's buses and doors (see [`Control::reload`]).
+    pub async fn reload(&self, config: Config) -> Result<Applied, ReloadError> {
+        self.control.reload(config).await
     }
 
     /// Waits for the components to stop, then flushes the store. Fails if any of them failed.
     pub async fn wait(self) -> anyhow::Result<()> {
         let Daemon {
-            shutdown,
+            control,
             events,
             health: _,
-            notifier: _,
             stall: _,
             engine,
             link,
-            mut buses,
+            buses,
             store,
         } = self;
         drop(events);
@@ -216,9 +213,11 @@ impl Daemon {
             r = &mut engine => ("engine", r),
             r = &mut link => ("link", r),
         };
-        let _ = shutdown.send(());
+        let _ = control.shutdown.send(());
         // The buses stop first, so that what they report reaches the engine before it stops.
-        while buses.join_next().await.is_some() {}
+        if let Err(e) = buses.await {
+            warn!("bus supervisor failed: {e}");
+        }
         let second = if first.0 == "engine" {
             ("link", link.await)
         } else {
@@ -233,26 +232,128 @@ impl Daemon {
     }
 }
 
-/// Runs the daemon until SIGTERM or SIGINT, then stops it cleanly.
-pub async fn run(config: Config) -> anyhow::Result<()> {
-    use futures::StreamExt;
-    use signal_hook::consts::{SIGINT, SIGTERM};
-    let mut signals =
-        signal_hook_tokio::Signals::new([SIGTERM, SIGINT]).context("installing signal handlers")?;
-    let daemon = Daemon::start(config)?;
-    let stopper = daemon.shutdown.clone();
-    let notifier = daemon.notifier.clone();
-    let handle = signals.handle();
-    tokio::spawn(async move {
-        if let Some(sig) = signals.next().await {
-            info!(signal = sig, "stopping");
-            if let Some(n) = notifier {
-                let _ = n.notify("STOPPING=1");
-            }
-            let _ = stopper.send(());
+/// Why a reload was refused; the old config keeps running.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// The file has problems (every one of them).
+    #[error("{0}")]
+    Config(#[from] ConfigErrors),
+    /// The buses and doors could not be applied.
+    #[error(transparent)]
+    Buses(#[from] BusesError),
+}
+
+impl Control {
+    /// Says stop.
+    pub fn shutdown(&self) {
+        if let Some(n) = &self.notifier {
+            let _ = n.notify("STOPPING=1");
         }
-    });
-    let result = daemon.wait().await;
+        // No receiver means every task has already stopped.
+        let _ = self.shutdown.send(());
+    }
+
+    /// Reads `path` again and applies it (SIGHUP). A file with problems is refused, each
+    /// problem logged, and the old config keeps running.
+    pub async fn reload_file(&self, path: &Path) -> Result<Applied, ReloadError> {
+        info!(path = %path.display(), "reloading the config");
+        match Config::load(path) {
+            Ok(config) => self.reload(config).await,
+            Err(errors) => {
+                for e in &errors.errors {
+                    error!("config reload refused: {e}");
+                }
+                self.record(Outcome::refused(
+                    errors.errors.iter().map(|e| e.to_string()).collect(),
+                ));
+                Err(ReloadError::Config(errors))
+            }
+        }
+    }
+
+    /// Applies `config`'s buses and doors: added, removed or changed ones, without touching the
+    /// MQTT session or the buses that did not change. The other sections keep their running
+    /// values until a restart ([`crate::reload`]).
+    pub async fn reload(&self, config: Config) -> Result<Applied, ReloadError> {
+        let mut running = self.running.lock().await;
+        let restart = needs_restart(&running, &config);
+        let next = effective(&running, config);
+        let (reply, answer) = oneshot::channel();
+        let outcome = match self
+            .reloads
+            .send(Reload {
+                config: next.clone(),
+                reply,
+            })
+            .await
+        {
+            Ok(()) => answer.await.unwrap_or(Err(BusesError::EngineGone)),
+            Err(_) => Err(BusesError::EngineGone),
+        };
+        match outcome {
+            Ok(applied) => {
+                *running = next;
+                info!(
+                    buses_added = ?applied.buses_added,
+                    buses_removed = ?applied.buses_removed,
+                    buses_restarted = ?applied.buses_restarted,
+                    doors_added = ?applied.doors_added,
+                    doors_removed = ?applied.doors_removed,
+                    doors_changed = ?applied.doors_changed,
+                    "config reloaded"
+                );
+                if !restart.is_empty() {
+                    warn!(
+                        sections = ?restart,
+                        "these sections changed but take effect only after a restart (systemctl restart doorhub)"
+                    );
+                }
+                self.record(Outcome::applied(applied.clone(), &restart));
+                Ok(applied)
+            }
+            Err(e) => {
+                error!("config reload refused: {e}");
+                self.record(Outcome::refused(vec![e.to_string()]));
+                Err(e.into())
+            }
+        }
+    }
+
+    /// The outcome of the last reload, as it changes.
+    pub fn outcomes(&self) -> watch::Receiver<Option<Outcome>> {
+        self.outcome.subscribe()
+    }
+
+    fn record(&self, outcome: Outcome) {
+        self.outcome.send_replace(Some(outcome));
+    }
+}
+
+/// Runs the daemon until SIGTERM or SIGINT, then stops it cleanly; SIGHUP reloads `path`.
+pub async fn run(config: Config, path: &Path) -> anyhow::Result<()> {
+    use futures::StreamExt;
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook_tokio::Signals::new([SIGTERM, SIGINT, SIGHUP])
+        .context("installing signal handlers")?;
+    let daemon = Daemon::start(config)?;
+    let control = daemon.control();
+    let handle = signals.handle();
+    let wait = daemon.wait();
+    tokio::pin!(wait);
+    let result = loop {
+        tokio::select! {
+            r = &mut wait => break r,
+            Some(sig) = signals.next() => {
+                if sig == SIGHUP {
+                    // Refusals are logged and recorded for `doorhub status`.
+                    let _ = control.reload_file(path).await;
+                } else {
+                    info!(signal = sig, "stopping");
+                    control.shutdown();
+                }
+            }
+        }
+    };
     handle.close();
     result
 }

@@ -11,10 +11,10 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use rumqttc::{AsyncClient, Publish, QoS};
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, broadcast, mpsc, watch};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, broadcast, mpsc, oneshot, watch};
 use tracing::{debug, error, info, warn};
 
-use crate::config::{Config, DoorMode};
+use crate::config::{Config, DoorConfig, DoorMode};
 use crate::events::Event;
 use crate::health::{DoorCounts, Health};
 use crate::notify::Beat;
@@ -81,10 +81,32 @@ pub struct Inputs {
     pub reports: mpsc::Receiver<DoorReport>,
     /// The engine's part in the watchdog's liveness check.
     pub beat: Beat,
+    /// Reloaded door configs.
+    pub reconfigure: mpsc::Receiver<Reconfigure>,
     /// Test hook: makes the engine loop stall for a while, as a stuck loop would.
     pub stall: mpsc::Receiver<std::time::Duration>,
     /// Says stop.
     pub shutdown: broadcast::Receiver<()>,
+}
+
+/// A reloaded config's doors, for the engine to adopt.
+#[derive(Debug)]
+pub struct Reconfigure {
+    /// Every configured door.
+    pub doors: Vec<DoorConfig>,
+    /// Doors whose bus task restarts: their readers are offline until found again.
+    pub reset: BTreeSet<String>,
+    /// Where the engine answers with the configured doors' links.
+    pub reply: oneshot::Sender<HashMap<String, DoorLink>>,
+}
+
+/// What a door's bus task starts from.
+#[derive(Debug)]
+pub struct DoorLink {
+    /// The target of a `stored` door.
+    pub target: Option<watch::Receiver<Option<Target>>>,
+    /// What its reader was last confirmed holding (for a `hub` door, the hub's own state).
+    pub applied: Option<SetState>,
 }
 
 /// What the engine knows of a door's reader; not stored: it is learnt again after a restart.
@@ -121,7 +143,6 @@ pub struct Engine {
 impl Engine {
     /// Loads every door from the store and brings `hub` doors' applied state up to date.
     pub fn new(config: &Config, shared: Shared, inputs: Inputs) -> Result<Engine, EngineError> {
-        let modes = config.door.iter().map(|d| (d.id.clone(), d.mode)).collect();
         let mut engine = Engine {
             topics: Topics::new(&config.mqtt.topic_prefix, &config.hub.id),
             limits: Limits {
@@ -129,7 +150,7 @@ impl Engine {
                 credentials_per_door: config.limits.credentials_per_door,
             },
             max_queued: config.events.max_queued,
-            modes,
+            modes: HashMap::new(),
             readers: HashMap::new(),
             targets: HashMap::new(),
             retarget: BTreeSet::new(),
@@ -151,40 +172,59 @@ impl Engine {
             }
         }
         let started = engine.shared.health.started_at();
-        for door in config.door.iter() {
-            let record = engine.doors.entry(door.id.clone()).or_default();
-            engine.readers.insert(
-                door.id.clone(),
-                ReaderRuntime {
-                    online: false,
-                    since: started,
-                    syncing: false,
-                    failure: None,
-                },
-            );
-            if door.mode == DoorMode::Stored {
+        // Every door's state is on the board, and health's counts are right, before the link's
+        // first connection publishes them.
+        engine.configure(&config.door, &BTreeSet::new(), started)?;
+        Ok(engine)
+    }
+
+    /// Makes `doors` the configured doors: doors no longer configured are reported
+    /// `unconfigured` (their snapshots are kept), new ones start offline, and the readers of the
+    /// doors in `reset` (whose bus task restarts) are offline until their new task finds them.
+    fn configure(
+        &mut self,
+        doors: &[DoorConfig],
+        reset: &BTreeSet<String>,
+        now: SystemTime,
+    ) -> Result<(), StoreError> {
+        self.modes = doors.iter().map(|d| (d.id.clone(), d.mode)).collect();
+        self.readers.retain(|door, _| self.modes.contains_key(door));
+        self.targets
+            .retain(|door, _| self.modes.get(door) == Some(&DoorMode::Stored));
+        for door in doors {
+            let record = self.doors.entry(door.id.clone()).or_default();
+            if reset.contains(&door.id) || !self.readers.contains_key(&door.id) {
+                self.readers.insert(
+                    door.id.clone(),
+                    ReaderRuntime {
+                        online: false,
+                        since: now,
+                        syncing: false,
+                        failure: None,
+                    },
+                );
+            }
+            if door.mode == DoorMode::Stored && !self.targets.contains_key(&door.id) {
                 let (tx, _) = watch::channel(target(record));
-                engine.targets.insert(door.id.clone(), tx);
+                self.targets.insert(door.id.clone(), tx);
             }
         }
         // A hub door's applied state is the hub's own store: a door that was unconfigured, or
         // configured as stored, when its snapshot arrived is applied now.
         let mut change = Change::new();
-        for (door, record) in engine.doors.iter_mut() {
+        for (door, record) in self.doors.iter_mut() {
             let Some(d) = &record.desired else { continue };
-            if engine.modes.get(door) == Some(&DoorMode::Hub)
+            if self.modes.get(door) == Some(&DoorMode::Hub)
                 && record.applied.map(|a| a.version) < Some(d.set.version)
             {
                 record.applied = Some(d.set);
                 change.put_door(door, record)?;
             }
         }
-        engine.shared.store.apply(change)?;
-        // Every door's state is on the board, and health's counts are right, before the link's
-        // first connection publishes them.
-        let all: Vec<String> = engine.doors.keys().cloned().collect();
-        engine.report(all.iter());
-        Ok(engine)
+        self.shared.store.apply(change)?;
+        let all: Vec<String> = self.doors.keys().cloned().collect();
+        self.report(all.iter());
+        Ok(())
     }
 
     /// Whether the link must subscribe afresh on its first connection.
@@ -192,16 +232,17 @@ impl Engine {
         self.resubscribe
     }
 
-    /// What a door's reader was last confirmed holding (for a `hub` door, the hub's own state).
-    pub fn applied(&self, door: &str) -> Option<SetState> {
-        self.doors.get(door).and_then(|r| r.applied)
-    }
-
-    /// The targets of the `stored` doors, for their bus tasks.
-    pub fn targets(&self) -> HashMap<String, watch::Receiver<Option<Target>>> {
-        self.targets
-            .iter()
-            .map(|(door, tx)| (door.clone(), tx.subscribe()))
+    /// What the bus tasks of the configured doors start from.
+    pub fn links(&self) -> HashMap<String, DoorLink> {
+        self.modes
+            .keys()
+            .map(|door| {
+                let link = DoorLink {
+                    target: self.targets.get(door).map(watch::Sender::subscribe),
+                    applied: self.doors.get(door).and_then(|r| r.applied),
+                };
+                (door.clone(), link)
+            })
             .collect()
     }
 
@@ -219,6 +260,10 @@ impl Engine {
                 _ = self.inputs.shutdown.recv() => break,
                 _ = self.inputs.beat.raised() => {
                     self.inputs.beat.ack();
+                    continue;
+                }
+                Some(r) = self.inputs.reconfigure.recv() => {
+                    self.reconfigure(r).await?;
                     continue;
                 }
                 Some(d) = self.inputs.stall.recv() => {
@@ -263,6 +308,19 @@ impl Engine {
         }
         self.commit(Vec::new(), events, reports).await?;
         debug!("engine stopped");
+        Ok(())
+    }
+
+    /// Applies a reloaded config's doors, after what the stopped bus tasks last reported.
+    async fn reconfigure(&mut self, r: Reconfigure) -> Result<(), EngineError> {
+        let mut reports = Vec::new();
+        drain(&mut self.inputs.reports, &mut reports);
+        self.commit(Vec::new(), Vec::new(), reports).await?;
+        self.configure(&r.doors, &r.reset, SystemTime::now())?;
+        self.shared.store.flush().await?;
+        info!(doors = r.doors.len(), "doors reconfigured");
+        // The reloader has gone only if the daemon is stopping.
+        let _ = r.reply.send(self.links());
         Ok(())
     }
 

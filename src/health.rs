@@ -196,6 +196,15 @@ impl Health {
         }
     }
 
+    /// Forgets a bus whose task has stopped (a reload removed or restarted it).
+    pub fn remove_bus(&self, name: &str) {
+        self.buses
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|b| b.name != name);
+        self.changed.notify_one();
+    }
+
     /// Registers a bus; its task keeps the returned counters up to date.
     pub fn add_bus(&self, name: &str, port: &str, readers: usize) -> Arc<BusCounters> {
         let counters = Arc::new(BusCounters {

@@ -21,15 +21,17 @@
 //! - [`store`]: sled; every change is one atomic batch, flushed before acknowledgement;
 //!   [`credset`] is how a set is stored (sorted, searchable in place).
 //! - [`bus`]: the OSDP control panel of one RS-485 bus; [`sync`] is what it and the engine
-//!   tell each other.
+//!   tell each other; [`buses`]: runs one bus task per configured bus, and applies reloads.
 //! - [`osdp`]: frames, messages, the stream reader and the Secure Channel; [`push`]: the table
 //!   files and manufacturer-specific messages of the credential push.
 //! - [`snapshot`], [`topics`], [`reported`], [`health`], [`events`]: the cloud contract's
 //!   messages.
-//! - [`daemon`]: starts the components and stops them in order; [`cli`]: the subcommands;
+//! - [`daemon`]: starts the components, stops them in order, and reloads the config on SIGHUP
+//!   ([`reload`]: what a new config changes); [`cli`]: the subcommands;
 //!   [`scan`]: `doorhub scan`; [`sim`]: the reader simulator behind `doorhub-sim`.
 
 pub mod bus;
+pub mod buses;
 pub mod cli;
 pub mod config;
 pub mod credset;
@@ -41,6 +43,7 @@ pub mod link;
 pub mod notify;
 pub mod osdp;
 pub mod push;
+pub mod reload;
 pub mod reported;
 pub mod scan;
 pub mod sim;

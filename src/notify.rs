@@ -8,8 +8,8 @@
 
 use std::io;
 use std::os::unix::net::{SocketAddr, UnixDatagram};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use tokio::sync::{broadcast, watch};
@@ -57,41 +57,59 @@ pub fn watchdog_interval() -> Option<Duration> {
     (usec > 0).then(|| Duration::from_micros(usec))
 }
 
-/// The epoch the watchdog raises and the main loops acknowledge.
+/// The epoch the watchdog raises and the main loops acknowledge. Loops come and go (a reload
+/// stops and starts buses): each holds a [`Beat`], and a loop whose beat was dropped no longer
+/// counts.
 #[derive(Debug, Clone)]
 pub struct Liveness {
     epoch: watch::Sender<u64>,
-    acks: Arc<Vec<AtomicU64>>,
+    acks: Arc<Mutex<Vec<Weak<AtomicU64>>>>,
 }
 
 /// One main loop's part of [`Liveness`].
 #[derive(Debug)]
 pub struct Beat {
     epoch: watch::Receiver<u64>,
-    acks: Arc<Vec<AtomicU64>>,
-    index: usize,
+    ack: Arc<AtomicU64>,
+}
+
+impl Default for Liveness {
+    fn default() -> Self {
+        Liveness::new()
+    }
 }
 
 impl Liveness {
-    /// Liveness for `loops` main loops; returns their beats, one each.
-    pub fn new(loops: usize) -> (Liveness, Vec<Beat>) {
+    /// Liveness with no loops yet.
+    pub fn new() -> Liveness {
         let (epoch, _) = watch::channel(0);
-        let acks: Arc<Vec<AtomicU64>> = Arc::new((0..loops).map(|_| AtomicU64::new(0)).collect());
-        let beats = (0..loops)
-            .map(|index| Beat {
-                epoch: epoch.subscribe(),
-                acks: acks.clone(),
-                index,
-            })
-            .collect();
-        (Liveness { epoch, acks }, beats)
+        Liveness {
+            epoch,
+            acks: Arc::default(),
+        }
     }
 
-    /// Whether every loop acknowledged the current epoch.
+    /// A beat for a new main loop, counted from now on, until it is dropped.
+    pub fn beat(&self) -> Beat {
+        let mut epoch = self.epoch.subscribe();
+        // A new loop has acknowledged everything raised before it existed.
+        let ack = Arc::new(AtomicU64::new(*epoch.borrow_and_update()));
+        self.lock().push(Arc::downgrade(&ack));
+        Beat { epoch, ack }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Weak<AtomicU64>>> {
+        // A panic while holding this lock leaves only a list of weak pointers: still valid.
+        self.acks.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether every live loop acknowledged the current epoch; forgets the loops that are gone.
     fn all_acked(&self) -> bool {
         let current = *self.epoch.borrow();
-        self.acks
-            .iter()
+        let mut acks = self.lock();
+        acks.retain(|a| a.strong_count() > 0);
+        acks.iter()
+            .filter_map(Weak::upgrade)
             .all(|a| a.load(Ordering::Acquire) >= current)
     }
 
@@ -105,9 +123,7 @@ impl Beat {
     /// Acknowledges the current epoch (call from inside the loop).
     pub fn ack(&mut self) {
         let current = *self.epoch.borrow_and_update();
-        if let Some(a) = self.acks.get(self.index) {
-            a.store(current, Ordering::Release);
-        }
+        self.ack.store(current, Ordering::Release);
     }
 
     /// Completes when the epoch was raised; the loop then calls [`Beat::ack`]. Pends forever once
@@ -156,13 +172,30 @@ mod tests {
 
     #[test]
     fn a_loop_that_does_not_ack_holds_the_pings() {
-        let (live, mut beats) = Liveness::new(2);
+        let live = Liveness::new();
+        let mut beats = [live.beat(), live.beat()];
         assert!(live.all_acked());
         live.raise();
         assert!(!live.all_acked());
         beats[0].ack();
         assert!(!live.all_acked());
         beats[1].ack_if_raised();
+        assert!(live.all_acked());
+    }
+
+    #[test]
+    fn loops_come_and_go() {
+        let live = Liveness::new();
+        let mut engine = live.beat();
+        live.raise();
+        let stopped_bus = live.beat();
+        engine.ack();
+        // A loop that joins after a raise is not behind.
+        assert!(live.all_acked());
+        live.raise();
+        engine.ack();
+        assert!(!live.all_acked());
+        drop(stopped_bus);
         assert!(live.all_acked());
     }
 }

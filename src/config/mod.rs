@@ -25,7 +25,7 @@ use serde::Deserialize;
 pub use error::{ConfigError, ConfigErrors};
 
 /// The whole configuration, validated.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// `[hub]`
@@ -49,7 +49,7 @@ pub struct Config {
 }
 
 /// `[hub]`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HubConfig {
     /// The hub's id, used in every topic.
@@ -59,7 +59,7 @@ pub struct HubConfig {
 }
 
 /// `[mqtt]`
-#[derive(Clone, Deserialize)]
+#[derive(Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MqttConfig {
     /// `mqtts://host:port` or, with `allow_plaintext`, `mqtt://host:port`.
@@ -88,7 +88,7 @@ pub struct MqttConfig {
 }
 
 /// `[log]`: an addition to the v1 contract (see `docs/config.md`).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogConfig {
     /// `error`, `warn`, `info`, `debug` or `trace`; `RUST_LOG` overrides it.
@@ -96,7 +96,7 @@ pub struct LogConfig {
 }
 
 /// `[health]`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HealthConfig {
     /// Seconds between periodic health messages.
@@ -104,7 +104,7 @@ pub struct HealthConfig {
 }
 
 /// `[events]`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EventsConfig {
     /// Outbox bound; past it the oldest events are dropped and counted.
@@ -112,7 +112,7 @@ pub struct EventsConfig {
 }
 
 /// `[limits]`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LimitsConfig {
     /// Most credentials one door's desired set may hold.
@@ -120,7 +120,7 @@ pub struct LimitsConfig {
 }
 
 /// One `[[bus]]`: an RS-485 line.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BusConfig {
     /// Unique name.
@@ -155,7 +155,7 @@ pub enum DoorMode {
 }
 
 /// One `[[door]]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DoorConfig {
     /// Unique id, used in topics.

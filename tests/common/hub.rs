@@ -151,6 +151,12 @@ impl Hub {
             .unwrap()
     }
 
+    /// Rewrites the config file: `edit` gets its text and returns the new one.
+    pub fn rewrite(&self, edit: impl FnOnce(&str) -> String) {
+        let text = std::fs::read_to_string(&self.config_path).unwrap();
+        std::fs::write(&self.config_path, edit(&text)).unwrap();
+    }
+
     /// What the binary logged so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("doorhub.log")).unwrap_or_default()

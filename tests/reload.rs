@@ -1,0 +1,105 @@
+//! SIGHUP reloads the config of the running binary: added and removed doors are applied without
+//! dropping the MQTT session or the untouched bus, and an invalid file is refused while the old
+//! config keeps running.
+
+mod common;
+
+use common::hub::{HUB, Hub, WAIT, credentials, publish_snapshot, reported, signal, wait_exit};
+use common::simbus::SimBus;
+use common::{Broker, Msg, Subscriber};
+use doorhub::sim::{Mode, ReaderOptions};
+
+fn stored(addresses: &[u8]) -> Vec<ReaderOptions> {
+    addresses
+        .iter()
+        .map(|a| ReaderOptions::new(*a, Mode::Stored))
+        .collect()
+}
+
+/// The hub's MQTT connections the broker logged.
+fn connections(broker: &Broker) -> usize {
+    broker
+        .log()
+        .lines()
+        .filter(|l| l.contains("New client connected") && l.contains(&format!(" as {HUB} ")))
+        .count()
+}
+
+fn in_sync(version: u64) -> impl FnMut(&serde_json::Value) -> bool {
+    move |r| r["status"] == "in_sync" && r["applied"] == version
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_applies_added_and_removed_doors_and_refuses_an_invalid_file() {
+    let broker = Broker::start();
+    let bus_a = SimBus::start(stored(&[0, 1, 2]));
+    let bus_b = SimBus::start(stored(&[0]));
+    let hub = Hub::with_buses(
+        &broker,
+        &[
+            ("rs485-a", bus_a.path.as_str(), 115_200),
+            ("rs485-b", bus_b.path.as_str(), 115_200),
+        ],
+        "",
+        &[
+            ("lobby", "stored", "rs485-a", 0),
+            ("garage", "stored", "rs485-a", 1),
+            ("annex", "stored", "rs485-b", 0),
+        ],
+        "",
+    );
+    let mut sub = Subscriber::connect(&broker, &[&common::hub::topic("#")]).await;
+    // The cloud already knows "roof", which this hub does not serve yet.
+    for door in ["lobby", "garage", "annex", "roof"] {
+        publish_snapshot(&mut sub, door, 1, &credentials(door, 20), 1).await;
+    }
+    let mut child = hub.spawn();
+    for door in ["lobby", "garage", "annex"] {
+        reported(&mut sub, door, in_sync(1)).await;
+    }
+    reported(&mut sub, "roof", |r| r["status"] == "unconfigured").await;
+    assert_eq!(connections(&broker), 1);
+
+    // Garage goes, roof comes (on garage's bus, at the third reader's address).
+    hub.rewrite(|text| {
+        text.replace(
+            "id = \"garage\"\nbus = \"rs485-a\"\naddress = 1",
+            "id = \"roof\"\nbus = \"rs485-a\"\naddress = 2",
+        )
+    });
+    sub.drain();
+    signal(&child, "HUP");
+    let roof = reported(&mut sub, "roof", in_sync(1)).await;
+    assert_eq!(roof["credentials"], 20);
+    let garage = reported(&mut sub, "garage", |r| r["status"] == "unconfigured").await;
+    assert_eq!(garage["desired"], 1, "a removed door's snapshot is kept");
+    reported(&mut sub, "lobby", in_sync(1)).await;
+    // The untouched bus kept serving its door: annex never left in_sync.
+    let annex_flicker: Vec<Msg> = sub
+        .drain()
+        .into_iter()
+        .filter(|m| m.topic.ends_with("/annex/reported") && m.json()["status"] != "in_sync")
+        .collect();
+    assert!(annex_flicker.is_empty(), "annex changed: {annex_flicker:?}");
+    assert_eq!(connections(&broker), 1, "the MQTT session was not dropped");
+    let log = hub.log();
+    assert!(log.contains("config reloaded"), "{log}");
+
+    // A file with a mistake is refused, every problem logged; the old config keeps running.
+    hub.rewrite(|text| text.replacen("baud = 115200", "baud = 9601", 1) + "\n[bogus]\n");
+    signal(&child, "HUP");
+    assert!(
+        common::wait_until(WAIT, || hub.log().contains("config reload refused")).await,
+        "{}",
+        hub.log()
+    );
+    let log = hub.log();
+    assert!(log.contains("bus[0].baud: 9601 is not allowed"), "{log}");
+    assert!(log.contains("bogus"), "{log}");
+    publish_snapshot(&mut sub, "roof", 2, &credentials("roof2", 5), 1).await;
+    reported(&mut sub, "roof", in_sync(2)).await;
+    assert_eq!(connections(&broker), 1);
+
+    signal(&child, "TERM");
+    assert_eq!(wait_exit(&mut child, WAIT).await, Some(0));
+}
