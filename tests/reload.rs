@@ -103,3 +103,82 @@ async fn sighup_applies_added_and_removed_doors_and_refuses_an_invalid_file() {
     signal(&child, "TERM");
     assert_eq!(wait_exit(&mut child, WAIT).await, Some(0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_adds_and_removes_buses_and_refuses_an_unusable_key() {
+    use doorhub::config::{BusConfig, DoorConfig};
+    let broker = Broker::start();
+    let bus_a = SimBus::start(stored(&[0]));
+    let bus_b = SimBus::start(stored(&[0]));
+    let hub = Hub::with_buses(
+        &broker,
+        &[("rs485-a", bus_a.path.as_str(), 115_200)],
+        "",
+        &[("lobby", "stored", "rs485-a", 0)],
+        "",
+    );
+    let mut sub = Subscriber::connect(&broker, &[&common::hub::topic("#")]).await;
+    for door in ["lobby", "annex"] {
+        publish_snapshot(&mut sub, door, 1, &credentials(door, 10), 1).await;
+    }
+    let daemon = hub.start();
+    reported(&mut sub, "lobby", in_sync(1)).await;
+    reported(&mut sub, "annex", |r| r["status"] == "unconfigured").await;
+
+    // A second bus with its door; a [health] change waits for a restart.
+    let mut config = hub.config();
+    config.bus.push(BusConfig {
+        name: "rs485-b".into(),
+        port: bus_b.path.clone().into(),
+        ..config.bus[0].clone()
+    });
+    config.door.push(DoorConfig {
+        id: "annex".into(),
+        bus: "rs485-b".into(),
+        ..config.door[0].clone()
+    });
+    config.health.interval_s = 5;
+    let applied = daemon.reload(config.clone()).await.unwrap();
+    assert_eq!(applied.buses_added, ["rs485-b"]);
+    assert_eq!(applied.doors_added, ["annex"]);
+    assert!(applied.buses_restarted.is_empty() && applied.buses_removed.is_empty());
+    let outcome = daemon.control().outcomes().borrow().clone().unwrap();
+    assert!(outcome.ok);
+    assert_eq!(outcome.needs_restart, ["health"]);
+    reported(&mut sub, "annex", in_sync(1)).await;
+
+    // A key file others can read refuses the whole reload; nothing changes.
+    let key = hub.dir.path().join("annex.scbk");
+    std::fs::write(&key, "000102030405060708090a0b0c0d0e0f\n").unwrap();
+    let mut bad = config.clone();
+    bad.door[1].scbk_file = Some(key);
+    bad.door.remove(0);
+    let err = daemon.reload(bad).await.unwrap_err().to_string();
+    assert!(err.contains("door annex: scbk_file"), "{err}");
+    let outcome = daemon.control().outcomes().borrow().clone().unwrap();
+    assert!(!outcome.ok && outcome.errors == [err]);
+    sub.assert_none(std::time::Duration::from_millis(500), |m| {
+        m.topic.ends_with("/lobby/reported") && m.json()["status"] == "unconfigured"
+    })
+    .await;
+
+    // The first bus goes, with its door.
+    let mut fewer = config.clone();
+    fewer.bus.remove(0);
+    fewer.door.remove(0);
+    let applied = daemon.reload(fewer).await.unwrap();
+    assert_eq!(applied.buses_removed, ["rs485-a"]);
+    assert_eq!(applied.doors_removed, ["lobby"]);
+    reported(&mut sub, "lobby", |r| r["status"] == "unconfigured").await;
+    common::hub::health(&mut sub, |h| {
+        h["buses"]
+            .as_array()
+            .is_some_and(|b| b.len() == 1 && b[0]["name"] == "rs485-b")
+            && h["doors"]["total"] == 1
+            && h["doors"]["in_sync"] == 1
+    })
+    .await;
+
+    daemon.shutdown();
+    daemon.wait().await.unwrap();
+}
