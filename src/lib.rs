@@ -27,7 +27,8 @@
 //! - [`snapshot`], [`topics`], [`reported`], [`health`], [`events`]: the cloud contract's
 //!   messages.
 //! - [`daemon`]: starts the components and stops them in order; [`cli`]: the subcommands;
-//!   [`scan`]: `doorhub scan`; [`sim`]: the reader simulator behind `doorhub-sim`.
+//!   [`logging`]: the log, to the journal under systemd, to stderr otherwise; [`scan`]:
+//!   `doorhub scan`; [`sim`]: the reader simulator behind `doorhub-sim`.
 
 pub mod bus;
 pub mod cli;
@@ -38,6 +39,7 @@ pub mod engine;
 pub mod events;
 pub mod health;
 pub mod link;
+pub mod logging;
 pub mod notify;
 pub mod osdp;
 pub mod push;
