@@ -4,7 +4,6 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use tracing::error;
-use tracing_subscriber::EnvFilter;
 
 use crate::config::Config;
 
@@ -63,7 +62,7 @@ pub fn run(path: &Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    init_logging(&config.log.level);
+    crate::logging::init(&config.log.level);
     tune_allocator();
     let runtime = match runtime() {
         Ok(r) => r,
@@ -137,18 +136,4 @@ pub fn scan(port: &Path, baud: u32) -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-/// Logs to stderr; `RUST_LOG` wins over the config's `log.level`.
-fn init_logging(level: &str) {
-    let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(level))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
-    use std::io::IsTerminal;
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        // Colours only for a person at a terminal; journald and log files get plain text.
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .init();
 }

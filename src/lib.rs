@@ -27,8 +27,9 @@
 //! - [`snapshot`], [`topics`], [`reported`], [`health`], [`events`]: the cloud contract's
 //!   messages.
 //! - [`daemon`]: starts the components, stops them in order, and reloads the config on SIGHUP
-//!   ([`reload`]: what a new config changes); [`cli`]: the subcommands;
-//!   [`scan`]: `doorhub scan`; [`sim`]: the reader simulator behind `doorhub-sim`.
+//!   ([`reload`]: what a new config changes); [`cli`]: the subcommands; [`logging`]: the log,
+//!   to the journal under systemd, to stderr otherwise; [`scan`]: `doorhub scan`; [`sim`]: the
+//!   reader simulator behind `doorhub-sim`.
 
 pub mod bus;
 pub mod buses;
@@ -40,6 +41,7 @@ pub mod engine;
 pub mod events;
 pub mod health;
 pub mod link;
+pub mod logging;
 pub mod notify;
 pub mod osdp;
 pub mod push;
