@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use tokio::sync::{Notify, Semaphore, broadcast, mpsc};
+use tokio::sync::{Notify, Semaphore, broadcast, mpsc, watch};
 use tokio::task::{JoinHandle, JoinSet};
 use tracing::{Instrument, info, info_span, warn};
 
@@ -18,6 +18,7 @@ use crate::health::Health;
 use crate::link::{Link, LinkSettings};
 use crate::notify::{Liveness, Notifier, watchdog, watchdog_interval};
 use crate::reported::Board;
+use crate::status::{Sources, StatusServer};
 use crate::store::Store;
 
 /// Messages from the link waiting for the engine (their bytes are bounded by `INBOUND_BYTES`).
@@ -36,6 +37,8 @@ pub struct Daemon {
     store: Store,
     notifier: Option<Arc<Notifier>>,
     stall: mpsc::Sender<Duration>,
+    config: watch::Sender<Arc<Config>>,
+    status: JoinHandle<()>,
 }
 
 impl Daemon {
@@ -44,10 +47,12 @@ impl Daemon {
         let store = Store::open(&config.hub.data_dir)
             .with_context(|| format!("opening the store in {}", config.hub.data_dir.display()))?;
         let health = Arc::new(Health::new(&config.hub.id));
+        let board = Arc::new(Board::default());
+        let config_tx = watch::Sender::new(Arc::new(config.clone()));
         let shared = Shared {
             store: store.clone(),
             health: health.clone(),
-            board: Arc::new(Board::default()),
+            board: board.clone(),
             events_ready: Arc::new(Notify::new()),
             inbound_bytes: Arc::new(Semaphore::new(INBOUND_BYTES)),
         };
@@ -135,6 +140,17 @@ impl Daemon {
             async move { link.run().await.context("mqtt link") }
                 .instrument(info_span!("mqtt", hub = %config.hub.id)),
         );
+        let status = StatusServer::new(
+            config.hub.status_socket.clone(),
+            Sources {
+                health: health.clone(),
+                board,
+                store: store.clone(),
+                config: config_tx.subscribe(),
+            },
+            shutdown.subscribe(),
+        );
+        let status = tokio::spawn(status.run().instrument(info_span!("status")));
         let notifier = Notifier::from_env().map(Arc::new);
         if let (Some(notifier), Some(interval)) = (&notifier, watchdog_interval()) {
             tokio::spawn(watchdog(
@@ -157,6 +173,8 @@ impl Daemon {
             health,
             notifier,
             stall: stall_tx,
+            config: config_tx,
+            status,
             engine,
             link,
             buses,
@@ -172,6 +190,11 @@ impl Daemon {
     /// The daemon's health figures.
     pub fn health(&self) -> &Health {
         &self.health
+    }
+
+    /// The configuration in force; what is sent here is what `doorhub status` shows.
+    pub fn config(&self) -> &watch::Sender<Arc<Config>> {
+        &self.config
     }
 
     /// The daemon's store (for inspection).
@@ -203,6 +226,8 @@ impl Daemon {
             health: _,
             notifier: _,
             stall: _,
+            config: _,
+            status,
             engine,
             link,
             mut buses,
@@ -219,6 +244,8 @@ impl Daemon {
         let _ = shutdown.send(());
         // The buses stop first, so that what they report reaches the engine before it stops.
         while buses.join_next().await.is_some() {}
+        // It removes its socket on the way out.
+        let _ = status.await;
         let second = if first.0 == "engine" {
             ("link", link.await)
         } else {

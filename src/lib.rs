@@ -28,6 +28,8 @@
 //!   messages.
 //! - [`daemon`]: starts the components and stops them in order; [`cli`]: the subcommands;
 //!   [`scan`]: `doorhub scan`; [`sim`]: the reader simulator behind `doorhub-sim`.
+//! - [`status`]: `doorhub status`, the daemon's state over a local UNIX socket, read from what
+//!   the components share (health, the board, the store, the config).
 
 pub mod bus;
 pub mod cli;
@@ -45,6 +47,7 @@ pub mod reported;
 pub mod scan;
 pub mod sim;
 pub mod snapshot;
+pub mod status;
 pub mod store;
 pub mod sync;
 pub mod time;
