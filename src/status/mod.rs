@@ -65,6 +65,12 @@ pub enum StatusError {
         /// Why.
         source: std::io::Error,
     },
+    /// The daemon closed the connection without an answer: it is answering others.
+    #[error("doorhub on {} is busy answering other status requests; try again", path.display())]
+    Busy {
+        /// The socket path.
+        path: PathBuf,
+    },
     /// The daemon's answer is larger than any real one.
     #[error("the answer on {} is larger than {MAX_DOCUMENT} bytes", path.display())]
     TooLarge {
@@ -402,6 +408,11 @@ pub fn fetch(path: &Path) -> Result<Vec<u8>, StatusError> {
             path: path.to_path_buf(),
             source,
         })?;
+    if bytes.is_empty() {
+        return Err(StatusError::Busy {
+            path: path.to_path_buf(),
+        });
+    }
     if bytes.len() as u64 > MAX_DOCUMENT {
         return Err(StatusError::TooLarge {
             path: path.to_path_buf(),
@@ -554,5 +565,17 @@ mod tests {
         .to_string();
         assert!(denied.contains("group doorhub"), "{denied}");
         assert!(denied.contains("sudo"), "{denied}");
+    }
+
+    #[test]
+    fn a_connection_closed_without_an_answer_means_busy() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let closer = std::thread::spawn(move || drop(listener.accept().unwrap()));
+        let e = fetch(&path).unwrap_err();
+        closer.join().unwrap();
+        assert!(matches!(e, StatusError::Busy { .. }), "{e}");
+        assert!(e.to_string().contains("try again"), "{e}");
     }
 }

@@ -68,7 +68,8 @@ impl StatusServer {
                 _ = self.shutdown.recv() => break,
                 accepted = bound.listener.accept() => match accepted {
                     Ok((stream, _)) => {
-                        // Turned away (by closing) rather than queued: the command retries.
+                        // Closed without an answer rather than queued, so a flood of clients
+                        // costs nothing; the command then says to try again.
                         let Ok(permit) = permits.clone().try_acquire_owned() else {
                             debug!("status: {MAX_CLIENTS} clients already; closing a connection");
                             continue;
