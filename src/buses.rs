@@ -43,7 +43,7 @@ pub enum BusesError {
 }
 
 /// What a reload changed, bus by bus and door by door.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Applied {
     /// Buses started.
     pub buses_added: Vec<String>,

@@ -137,3 +137,44 @@ pub fn scan(port: &Path, baud: u32) -> ExitCode {
         }
     }
 }
+
+/// Where `doorhub status` looks without `--socket` or `--config`.
+pub const DEFAULT_STATUS_SOCKET: &str = "/run/doorhub/status.sock";
+
+/// `doorhub status`: prints the running daemon's status, as a table or (`json`) as the JSON
+/// document. The socket is `socket`, else the `config` file's `hub.status_socket`, else
+/// [`DEFAULT_STATUS_SOCKET`]. Exit status 1 if the daemon cannot be asked, 0 otherwise.
+pub fn status(socket: Option<&Path>, config: Option<&Path>, json: bool) -> ExitCode {
+    let path = match (socket, config) {
+        (Some(socket), _) => socket.to_path_buf(),
+        (None, Some(config)) => match Config::status_socket(config) {
+            Ok(path) => path,
+            Err(errors) => {
+                eprintln!("{errors}");
+                eprintln!("doorhub status: cannot tell the socket from the config; use --socket");
+                return ExitCode::FAILURE;
+            }
+        },
+        (None, None) => DEFAULT_STATUS_SOCKET.into(),
+    };
+    let shown = crate::status::fetch(&path).and_then(|bytes| {
+        if json {
+            // As sent (indented, sections in order), once it is known to be JSON.
+            serde_json::from_slice::<serde::de::IgnoredAny>(&bytes)
+                .map(|_| String::from_utf8_lossy(&bytes).into_owned())
+                .map_err(crate::status::StatusError::NotJson)
+        } else {
+            crate::status::parse(&bytes).map(|doc| crate::status::table(&doc))
+        }
+    });
+    match shown {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("doorhub status: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

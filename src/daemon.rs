@@ -18,6 +18,7 @@ use crate::link::{Link, LinkSettings};
 use crate::notify::{Liveness, Notifier, watchdog, watchdog_interval};
 use crate::reload::{Outcome, effective, needs_restart};
 use crate::reported::Board;
+use crate::status::{Sources, StatusServer};
 use crate::store::Store;
 
 /// Messages from the link waiting for the engine (their bytes are bounded by `INBOUND_BYTES`).
@@ -35,6 +36,7 @@ pub struct Daemon {
     buses: JoinHandle<()>,
     store: Store,
     stall: mpsc::Sender<Duration>,
+    status: JoinHandle<()>,
 }
 
 /// What can be done to a running daemon from outside it (signals, tests): stop it, reload it.
@@ -45,6 +47,8 @@ pub struct Control {
     reloads: mpsc::Sender<Reload>,
     /// The config running now; the lock also keeps two reloads from interleaving.
     running: Arc<tokio::sync::Mutex<Config>>,
+    /// The config in force, for `doorhub status`.
+    config: watch::Sender<Arc<Config>>,
     outcome: watch::Sender<Option<Outcome>>,
 }
 
@@ -54,10 +58,13 @@ impl Daemon {
         let store = Store::open(&config.hub.data_dir)
             .with_context(|| format!("opening the store in {}", config.hub.data_dir.display()))?;
         let health = Arc::new(Health::new(&config.hub.id));
+        let board = Arc::new(Board::default());
+        let config_tx = watch::Sender::new(Arc::new(config.clone()));
+        let outcome_tx = watch::Sender::new(None);
         let shared = Shared {
             store: store.clone(),
             health: health.clone(),
-            board: Arc::new(Board::default()),
+            board: board.clone(),
             events_ready: Arc::new(Notify::new()),
             inbound_bytes: Arc::new(Semaphore::new(INBOUND_BYTES)),
         };
@@ -122,6 +129,18 @@ impl Daemon {
             async move { link.run().await.context("mqtt link") }
                 .instrument(info_span!("mqtt", hub = %hub)),
         );
+        let status = StatusServer::new(
+            config.hub.status_socket.clone(),
+            Sources {
+                health: health.clone(),
+                board,
+                store: store.clone(),
+                config: config_tx.subscribe(),
+                reload: outcome_tx.subscribe(),
+            },
+            shutdown.subscribe(),
+        );
+        let status = tokio::spawn(status.run().instrument(info_span!("status")));
         let notifier = Notifier::from_env().map(Arc::new);
         if let (Some(notifier), Some(interval)) = (&notifier, watchdog_interval()) {
             tokio::spawn(watchdog(
@@ -144,11 +163,13 @@ impl Daemon {
                 notifier,
                 reloads: reloads_tx,
                 running: Arc::new(tokio::sync::Mutex::new(config)),
-                outcome: watch::channel(None).0,
+                config: config_tx,
+                outcome: outcome_tx,
             },
             events: EventSender(events_tx),
             health,
             stall: stall_tx,
+            status,
             engine,
             link,
             buses,
@@ -200,6 +221,7 @@ impl Daemon {
             events,
             health: _,
             stall: _,
+            status,
             engine,
             link,
             buses,
@@ -218,6 +240,8 @@ impl Daemon {
         if let Err(e) = buses.await {
             warn!("bus supervisor failed: {e}");
         }
+        // It removes its socket on the way out.
+        let _ = status.await;
         let second = if first.0 == "engine" {
             ("link", link.await)
         } else {
@@ -292,6 +316,7 @@ impl Control {
         };
         match outcome {
             Ok(applied) => {
+                self.config.send_replace(Arc::new(next.clone()));
                 *running = next;
                 info!(
                     buses_added = ?applied.buses_added,

@@ -3,7 +3,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
 use tokio::sync::Notify;
@@ -27,6 +27,20 @@ pub struct DoorCounts {
     pub unconfigured: usize,
 }
 
+/// Longest connection error kept, in bytes: enough for any rumqttc or TLS message.
+const MAX_ERROR: usize = 300;
+
+/// The MQTT link's state, for `doorhub status`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MqttLink {
+    /// Whether the link is up.
+    pub connected: bool,
+    /// Since when it has been up, or down (from the start until the first connection).
+    pub since: SystemTime,
+    /// The last connection failure and when it happened, kept after a reconnect.
+    pub last_error: Option<(SystemTime, String)>,
+}
+
 /// Health figures shared by the components.
 #[derive(Debug)]
 pub struct Health {
@@ -35,7 +49,7 @@ pub struct Health {
     started: Instant,
     rejected_invalid: AtomicU64,
     rejected_stale: AtomicU64,
-    mqtt_connected: AtomicBool,
+    mqtt: Mutex<MqttLink>,
     doors: Mutex<DoorCounts>,
     buses: Mutex<Vec<Arc<BusCounters>>>,
     /// Signalled when door counts or a link changed, so health goes out within a second.
@@ -50,7 +64,7 @@ struct Wire<'a> {
     started_at: String,
     uptime_s: u64,
     doors: DoorCounts,
-    buses: Vec<BusWire<'a>>,
+    buses: Vec<BusFigures>,
     outbox: Outbox,
     rejected: Rejected,
     store: StoreFigures,
@@ -78,25 +92,36 @@ pub struct BusCounters {
     pub timeouts: AtomicU64,
 }
 
-#[derive(Serialize)]
-struct BusWire<'a> {
-    name: &'a str,
-    port: &'a str,
-    open: bool,
-    readers: u64,
-    online: u64,
-    tx_frames: u64,
-    rx_frames: u64,
-    crc_errors: u64,
-    timeouts: u64,
+/// One bus's figures at one moment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BusFigures {
+    /// The bus's name.
+    pub name: String,
+    /// Its serial port.
+    pub port: String,
+    /// Whether the port is open.
+    pub open: bool,
+    /// Readers configured on the bus.
+    pub readers: u64,
+    /// Readers answering.
+    pub online: u64,
+    /// Frames sent.
+    pub tx_frames: u64,
+    /// Replies received.
+    pub rx_frames: u64,
+    /// Frames dropped for a bad CRC or checksum.
+    pub crc_errors: u64,
+    /// Commands that got no reply in time.
+    pub timeouts: u64,
 }
 
 impl BusCounters {
-    fn wire(&self) -> BusWire<'_> {
+    /// The counters now.
+    pub fn figures(&self) -> BusFigures {
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        BusWire {
-            name: &self.name,
-            port: &self.port,
+        BusFigures {
+            name: self.name.clone(),
+            port: self.port.clone(),
             open: self.open.load(Ordering::Relaxed),
             readers: get(&self.readers),
             online: get(&self.online),
@@ -140,13 +165,18 @@ struct Offline<'a> {
 impl Health {
     /// Fresh figures for `hub`, started now.
     pub fn new(hub: &str) -> Health {
+        let now = SystemTime::now();
         Health {
             hub: hub.to_owned(),
-            started_at: SystemTime::now(),
+            started_at: now,
             started: Instant::now(),
             rejected_invalid: AtomicU64::new(0),
             rejected_stale: AtomicU64::new(0),
-            mqtt_connected: AtomicBool::new(false),
+            mqtt: Mutex::new(MqttLink {
+                connected: false,
+                since: now,
+                last_error: None,
+            }),
             doors: Mutex::new(DoorCounts::default()),
             buses: Mutex::new(Vec::new()),
             changed: Notify::new(),
@@ -156,6 +186,11 @@ impl Health {
     /// When the daemon started.
     pub fn started_at(&self) -> SystemTime {
         self.started_at
+    }
+
+    /// How long the daemon has run.
+    pub fn uptime(&self) -> Duration {
+        self.started.elapsed()
     }
 
     /// Counts a rejected input: a snapshot refused with a reason, or a topic that is not valid.
@@ -176,14 +211,37 @@ impl Health {
         )
     }
 
-    /// Records the MQTT link's state.
+    fn mqtt_lock(&self) -> std::sync::MutexGuard<'_, MqttLink> {
+        // Plain fields only; a panic elsewhere cannot leave them inconsistent.
+        self.mqtt.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records the MQTT link's state; `since` moves only when it changes.
     pub fn set_mqtt_connected(&self, connected: bool) {
-        self.mqtt_connected.store(connected, Ordering::Relaxed);
+        let mut mqtt = self.mqtt_lock();
+        if mqtt.connected != connected {
+            mqtt.connected = connected;
+            mqtt.since = SystemTime::now();
+        }
+    }
+
+    /// Records why the link failed or could not connect (cut to a bounded length).
+    pub fn set_mqtt_error(&self, message: &str) {
+        let mut end = message.len().min(MAX_ERROR);
+        while !message.is_char_boundary(end) {
+            end -= 1;
+        }
+        self.mqtt_lock().last_error = Some((SystemTime::now(), message[..end].to_owned()));
     }
 
     /// Whether the MQTT link is up.
     pub fn mqtt_connected(&self) -> bool {
-        self.mqtt_connected.load(Ordering::Relaxed)
+        self.mqtt_lock().connected
+    }
+
+    /// The MQTT link's state.
+    pub fn mqtt(&self) -> MqttLink {
+        self.mqtt_lock().clone()
     }
 
     /// Records the door counts, signalling a change.
@@ -225,8 +283,10 @@ impl Health {
         counters
     }
 
-    fn bus_list(&self) -> Vec<Arc<BusCounters>> {
-        self.buses.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    /// Every registered bus's figures, in the order the buses were made.
+    pub fn buses(&self) -> Vec<BusFigures> {
+        let buses = self.buses.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        buses.iter().map(|b| b.figures()).collect()
     }
 
     /// The current door counts.
@@ -237,7 +297,6 @@ impl Health {
     /// The retained health payload.
     pub fn to_json(&self, outbox: OutboxStats, store_bytes: u64) -> Vec<u8> {
         let (invalid, stale) = self.rejected();
-        let buses = self.bus_list();
         let wire = Wire {
             hub: &self.hub,
             online: true,
@@ -245,7 +304,7 @@ impl Health {
             started_at: crate::time::rfc3339(self.started_at),
             uptime_s: self.started.elapsed().as_secs(),
             doors: self.doors(),
-            buses: buses.iter().map(|b| b.wire()).collect(),
+            buses: self.buses(),
             outbox: Outbox {
                 events: outbox.events,
                 dropped: outbox.dropped,
@@ -322,6 +381,27 @@ mod tests {
         assert_eq!(
             will,
             serde_json::json!({"hub": "bldg-12-hub-1", "online": false, "reason": "connection_lost"})
+        );
+    }
+
+    #[test]
+    fn mqtt_link_state_moves_since_only_on_a_change_and_bounds_the_error() {
+        let h = Health::new("h");
+        let down = h.mqtt();
+        assert!(!down.connected && down.last_error.is_none());
+        h.set_mqtt_connected(false);
+        assert_eq!(h.mqtt().since, down.since, "no change, same since");
+        h.set_mqtt_connected(true);
+        let up = h.mqtt();
+        assert!(up.connected && up.since >= down.since);
+        // A long message with a multi-byte character across the cut.
+        let long = format!("{}é{}", "x".repeat(MAX_ERROR - 1), "y".repeat(500));
+        h.set_mqtt_error(&long);
+        let (_, kept) = h.mqtt().last_error.unwrap();
+        assert_eq!(kept, "x".repeat(MAX_ERROR - 1));
+        assert!(
+            h.mqtt().connected,
+            "an error alone does not change the state"
         );
     }
 }

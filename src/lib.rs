@@ -30,6 +30,8 @@
 //!   ([`reload`]: what a new config changes); [`cli`]: the subcommands; [`logging`]: the log,
 //!   to the journal under systemd, to stderr otherwise; [`scan`]: `doorhub scan`; [`sim`]: the
 //!   reader simulator behind `doorhub-sim`.
+//! - [`status`]: `doorhub status`, the daemon's state over a local UNIX socket, read from what
+//!   the components share (health, the board, the store, the config, the last reload).
 
 pub mod bus;
 pub mod buses;
@@ -50,6 +52,7 @@ pub mod reported;
 pub mod scan;
 pub mod sim;
 pub mod snapshot;
+pub mod status;
 pub mod store;
 pub mod sync;
 pub mod time;

@@ -231,6 +231,8 @@ impl Link {
                 ev = events.recv() => match ev {
                     Some(Ok(ev)) => self.on_event(&mut state, ev).await,
                     Some(Err(e)) => {
+                        // rumqttc's errors name the endpoint and the cause, never credentials.
+                        self.shared.health.set_mqtt_error(&e.to_string());
                         if state.connected {
                             warn!("lost the broker connection: {e}");
                             state.connected = false;

@@ -35,6 +35,18 @@ enum Command {
         #[arg(long, default_value_t = 9600)]
         baud: u32,
     },
+    /// Show the running daemon's state: MQTT link, buses and readers, doors, outbox.
+    Status {
+        /// The daemon's status socket [default: /run/doorhub/status.sock].
+        #[arg(long, conflicts_with = "config")]
+        socket: Option<PathBuf>,
+        /// Take the socket from this config file's hub.status_socket.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Print the JSON document instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Check a config file, print every problem, and exit non-zero if there is any.
     CheckConfig {
         /// The config file.
@@ -49,5 +61,10 @@ fn main() -> ExitCode {
         Command::CheckConfig { config } => doorhub::cli::check_config(&config),
         Command::Run { config } => doorhub::cli::run(&config),
         Command::Scan { port, baud } => doorhub::cli::scan(&port, baud),
+        Command::Status {
+            socket,
+            config,
+            json,
+        } => doorhub::cli::status(socket.as_deref(), config.as_deref(), json),
     }
 }

@@ -6,7 +6,7 @@
 //! reopening the store. A reload keeps the running values of those sections, and says which of
 //! them differ, so that the technician knows a restart is needed.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::buses::Applied;
 use crate::config::Config;
@@ -45,7 +45,7 @@ pub fn effective(running: &Config, new: Config) -> Config {
 }
 
 /// The outcome of the last reload, as `doorhub status` shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Outcome {
     /// When it was attempted (RFC 3339, UTC).
     pub at: String,

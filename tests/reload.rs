@@ -6,6 +6,7 @@ mod common;
 
 use common::hub::{HUB, Hub, WAIT, credentials, publish_snapshot, reported, signal, wait_exit};
 use common::simbus::SimBus;
+use common::status::{json_until, table, text};
 use common::{Broker, Msg, Subscriber};
 use doorhub::sim::{Mode, ReaderOptions};
 
@@ -23,6 +24,11 @@ fn connections(broker: &Broker) -> usize {
         .lines()
         .filter(|l| l.contains("New client connected") && l.contains(&format!(" as {HUB} ")))
         .count()
+}
+
+/// The status document's entry for `id`.
+fn door<'a>(doc: &'a serde_json::Value, id: &str) -> Option<&'a serde_json::Value> {
+    doc["doors"].as_array()?.iter().find(|d| d["id"] == id)
 }
 
 fn in_sync(version: u64) -> impl FnMut(&serde_json::Value) -> bool {
@@ -84,6 +90,44 @@ async fn sighup_applies_added_and_removed_doors_and_refuses_an_invalid_file() {
     assert_eq!(connections(&broker), 1, "the MQTT session was not dropped");
     let log = hub.log();
     assert!(log.contains("config reloaded"), "{log}");
+    // `doorhub status` shows the new doors and what the reload did.
+    let socket = hub.dir.path().join("status.sock");
+    let doc = json_until(&socket, "roof configured and in sync", |d| {
+        door(d, "roof").is_some_and(|r| r["bus"] == "rs485-a" && r["status"] == "in_sync")
+    })
+    .await;
+    assert_eq!(door(&doc, "garage").unwrap()["status"], "unconfigured");
+    assert_eq!(
+        door(&doc, "garage").unwrap()["bus"],
+        serde_json::Value::Null
+    );
+    assert_eq!(doc["reload"]["ok"], true);
+    assert_eq!(
+        doc["reload"]["applied"]["doors_added"],
+        serde_json::json!(["roof"])
+    );
+    assert_eq!(
+        doc["reload"]["applied"]["doors_removed"],
+        serde_json::json!(["garage"])
+    );
+    assert_eq!(
+        doc["reload"]["applied"]["buses_restarted"],
+        serde_json::json!(["rs485-a"])
+    );
+    let readers: Vec<_> = doc["buses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|b| {
+            b["readers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r["door"].clone())
+        })
+        .collect();
+    assert_eq!(readers.len(), 3, "{doc:#}");
+    assert!(!readers.contains(&"garage".into()), "{doc:#}");
 
     // A file with a mistake is refused, every problem logged; the old config keeps running.
     hub.rewrite(|text| text.replacen("baud = 115200", "baud = 9601", 1) + "\n[bogus]\n");
@@ -96,6 +140,22 @@ async fn sighup_applies_added_and_removed_doors_and_refuses_an_invalid_file() {
     let log = hub.log();
     assert!(log.contains("bus[0].baud: 9601 is not allowed"), "{log}");
     assert!(log.contains("bogus"), "{log}");
+    let doc = json_until(&socket, "the refused reload", |d| {
+        d["reload"]["ok"] == false
+    })
+    .await;
+    let errors = doc["reload"]["errors"].to_string();
+    assert!(
+        errors.contains("bus[0].baud: 9601 is not allowed"),
+        "{errors}"
+    );
+    assert!(door(&doc, "roof").is_some_and(|r| r["bus"] == "rs485-a"));
+    let shown = table(&["--socket", text(&socket)]).await;
+    assert!(shown.contains("REFUSED"), "{shown}");
+    assert!(
+        shown.contains("bus[0].baud: 9601 is not allowed"),
+        "{shown}"
+    );
     publish_snapshot(&mut sub, "roof", 2, &credentials("roof2", 5), 1).await;
     reported(&mut sub, "roof", in_sync(2)).await;
     assert_eq!(connections(&broker), 1);

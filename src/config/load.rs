@@ -23,6 +23,7 @@ const ENV_PREFIX: &str = "doorhub__";
 const STRING_KEYS: &[&str] = &[
     "hub.id",
     "hub.data_dir",
+    "hub.status_socket",
     "mqtt.url",
     "mqtt.client_id",
     "mqtt.ca_file",
@@ -43,11 +44,36 @@ fn whole_file(file: Option<&Path>, line: Option<usize>, message: String) -> Conf
     })
 }
 
-/// See [`Config::load_with_env`].
-pub(crate) fn load(
+/// The layers merged, before any check.
+struct Layers {
+    /// The configuration file's text.
+    text: String,
+    /// Its parsed form, with spans.
+    doc: toml_edit::Document<String>,
+    /// `section.key` → the environment variable that set it.
+    env_vars: BTreeMap<String, String>,
+    /// Variables refused outright.
+    env_errors: Vec<ConfigError>,
+    /// Defaults, file and environment, later wins.
+    merged: Map<String, Value>,
+}
+
+impl Layers {
+    fn locator<'a>(&'a self, path: &'a Path) -> Locator<'a> {
+        Locator {
+            file: path,
+            text: &self.text,
+            doc: &self.doc,
+            env: &self.env_vars,
+        }
+    }
+}
+
+/// Reads the file and merges the layers.
+fn layers(
     path: &Path,
     env: impl IntoIterator<Item = (String, String)>,
-) -> Result<Config, ConfigErrors> {
+) -> Result<Layers, ConfigErrors> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         whole_file(
             Some(path),
@@ -112,7 +138,7 @@ pub(crate) fn load(
                 .map_err(|e| whole_file(None, None, format!("cannot apply {dotted}: {e}")))?;
         }
     }
-    let mut merged: Map<String, Value> = builder
+    let merged: Map<String, Value> = builder
         .build()
         .and_then(config::Config::try_deserialize)
         .map_err(|e| {
@@ -122,14 +148,24 @@ pub(crate) fn load(
                 format!("cannot merge the configuration layers: {e}"),
             )
         })?;
+    Ok(Layers {
+        text,
+        doc,
+        env_vars,
+        env_errors,
+        merged,
+    })
+}
 
-    let loc = Locator {
-        file: path,
-        text: &text,
-        doc: &doc,
-        env: &env_vars,
-    };
-    let mut errors = env_errors;
+/// See [`Config::load_with_env`].
+pub(crate) fn load(
+    path: &Path,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<Config, ConfigErrors> {
+    let mut layers = layers(path, env)?;
+    let mut merged = std::mem::take(&mut layers.merged);
+    let mut errors = std::mem::take(&mut layers.env_errors);
+    let loc = layers.locator(path);
     let bad = schema::check(&mut merged, &loc, &mut errors);
 
     let mut de = Deser {
@@ -194,6 +230,29 @@ pub(crate) fn load(
             // File order reads best for whoever fixes the file; environment problems come last.
             errors.sort_by_key(|e| (e.file.is_none(), e.line.unwrap_or(usize::MAX)));
             Err(ConfigErrors { errors })
+        }
+    }
+}
+
+/// See [`Config::status_socket_with_env`]: the layers only, none of the other checks, so that
+/// files only the service may read (keys, certificates) do not stand in the way.
+pub(crate) fn status_socket(
+    path: &Path,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<PathBuf, ConfigErrors> {
+    let layers = layers(path, env)?;
+    let value = match layers.merged.get("hub").map(|v| &v.kind) {
+        Some(ValueKind::Table(hub)) => hub.get("status_socket").map(|v| &v.kind),
+        _ => None,
+    };
+    match value {
+        Some(ValueKind::String(s)) if !s.is_empty() => Ok(config_dir(path).join(s)),
+        _ => {
+            let key = KeyPath::top("hub").key("status_socket");
+            Err(ConfigErrors::one(layers.locator(path).error(
+                &key,
+                "expected a path in double quotes, such as \"/run/doorhub/status.sock\"",
+            )))
         }
     }
 }

@@ -5,8 +5,9 @@
 //! once, each naming its key and, where known, the file and line.
 //!
 //! Relative paths in the configuration (`data_dir`, `ca_file`, `cert_file`, `key_file`,
-//! `password_file`, `scbk_file`, also when set from the environment) are taken from the directory
-//! of the configuration file, so a folder with its file and its keys can be moved as a whole.
+//! `password_file`, `scbk_file`, `status_socket`, also when set from the environment) are taken
+//! from the directory of the configuration file, so a folder with its file and its keys can be
+//! moved as a whole.
 //! `bus.port` is a device name and is left as written.
 
 #![warn(missing_docs)]
@@ -56,6 +57,8 @@ pub struct HubConfig {
     pub id: String,
     /// Where the store lives; created 0700 if missing.
     pub data_dir: PathBuf,
+    /// The UNIX socket `doorhub status` reads (an addition to the v1 contract).
+    pub status_socket: PathBuf,
 }
 
 /// `[mqtt]`
@@ -154,6 +157,16 @@ pub enum DoorMode {
     Hub,
 }
 
+impl DoorMode {
+    /// The name as the configuration writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DoorMode::Stored => "stored",
+            DoorMode::Hub => "hub",
+        }
+    }
+}
+
 /// One `[[door]]`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -220,28 +233,7 @@ impl Config {
     ///
     /// On failure every problem found is returned at once.
     pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
-        let mut bad_env = Vec::new();
-        let mut env = Vec::new();
-        for (key, value) in std::env::vars_os() {
-            // Variables that are not ours may hold anything; only ours must be text.
-            let Some(key) = key.to_str() else { continue };
-            match value.into_string() {
-                Ok(value) => env.push((key.to_owned(), value)),
-                Err(_) if key.to_lowercase().starts_with("doorhub__") => {
-                    bad_env.push(ConfigError {
-                        key: String::new(),
-                        file: None,
-                        line: None,
-                        message: format!("environment variable {key} is not valid UTF-8"),
-                    });
-                }
-                Err(_) => {}
-            }
-        }
-        if !bad_env.is_empty() {
-            return Err(ConfigErrors { errors: bad_env });
-        }
-        Self::load_with_env(path, env)
+        Self::load_with_env(path, process_env()?)
     }
 
     /// As [`Config::load`], with the environment variables given instead of read from the
@@ -252,6 +244,47 @@ impl Config {
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Config, ConfigErrors> {
         load::load(path, env)
+    }
+
+    /// Only `hub.status_socket`, layered and resolved as [`Config::load`] does, without the
+    /// other checks: `doorhub status` needs the path, not the files only the service may read.
+    pub fn status_socket(path: &Path) -> Result<PathBuf, ConfigErrors> {
+        Self::status_socket_with_env(path, process_env()?)
+    }
+
+    /// As [`Config::status_socket`], with the environment variables given.
+    pub fn status_socket_with_env(
+        path: &Path,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<PathBuf, ConfigErrors> {
+        load::status_socket(path, env)
+    }
+}
+
+/// The process's environment variables; ours must be text.
+fn process_env() -> Result<Vec<(String, String)>, ConfigErrors> {
+    let mut bad_env = Vec::new();
+    let mut env = Vec::new();
+    for (key, value) in std::env::vars_os() {
+        // Variables that are not ours may hold anything; only ours must be text.
+        let Some(key) = key.to_str() else { continue };
+        match value.into_string() {
+            Ok(value) => env.push((key.to_owned(), value)),
+            Err(_) if key.to_lowercase().starts_with("doorhub__") => {
+                bad_env.push(ConfigError {
+                    key: String::new(),
+                    file: None,
+                    line: None,
+                    message: format!("environment variable {key} is not valid UTF-8"),
+                });
+            }
+            Err(_) => {}
+        }
+    }
+    if bad_env.is_empty() {
+        Ok(env)
+    } else {
+        Err(ConfigErrors { errors: bad_env })
     }
 }
 
@@ -458,7 +491,9 @@ fn read_scbk_file(path: &Path) -> Result<[u8; 16], ScbkError> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_url;
+    use std::path::Path;
+
+    use super::{Config, parse_url};
 
     fn ep(url: &str) -> (String, u16, bool) {
         let e = parse_url(url).unwrap_or_else(|m| panic!("{url}: {m}"));
@@ -503,5 +538,35 @@ mod tests {
     fn url_with_password_is_not_echoed() {
         let message = parse_url("mqtts://user:hunter2@a").expect_err("refused");
         assert!(!message.contains("hunter2"), "{message}");
+    }
+
+    #[test]
+    fn status_socket_alone_needs_no_other_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("doorhub.toml");
+        let socket = |toml: &str, env: &[(&str, &str)]| {
+            std::fs::write(&file, toml).unwrap();
+            let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+            Config::status_socket_with_env(&file, env)
+        };
+        // No hub id, no broker, a key file nobody could read: only the socket matters here.
+        let other = "[mqtt]\nkey_file = \"/nonexistent\"\n";
+        assert_eq!(
+            socket(other, &[]).unwrap(),
+            Path::new("/run/doorhub/status.sock")
+        );
+        let relative = "[hub]\nstatus_socket = \"run/s.sock\"\n";
+        let dir = std::path::absolute(dir.path()).unwrap();
+        assert_eq!(socket(relative, &[]).unwrap(), dir.join("run/s.sock"));
+        let env = [("DOORHUB__HUB__STATUS_SOCKET", "/tmp/x.sock")];
+        assert_eq!(socket(relative, &env).unwrap(), Path::new("/tmp/x.sock"));
+        let errors = socket("[hub]\nstatus_socket = 1\n", &[]).unwrap_err();
+        assert!(
+            errors
+                .to_string()
+                .contains(":2: hub.status_socket: expected a path"),
+            "{errors}"
+        );
+        assert!(socket("not toml [", &[]).is_err());
     }
 }

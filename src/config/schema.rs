@@ -63,7 +63,11 @@ const TOP: &[&str] = &[
     "hub", "mqtt", "health", "events", "limits", "log", "bus", "door",
 ];
 
-const HUB: &[Spec] = &[required("id", Kind::Str), key("data_dir", Kind::Str)];
+const HUB: &[Spec] = &[
+    required("id", Kind::Str),
+    key("data_dir", Kind::Str),
+    key("status_socket", Kind::Str),
+];
 
 const MQTT: &[Spec] = &[
     required("url", Kind::Str),

@@ -58,6 +58,14 @@ impl Checker<'_, '_> {
         } else {
             self.resolve(&mut hub.data_dir);
         }
+        if hub.status_socket.as_os_str().is_empty() {
+            self.err(&base.key("status_socket"), "must not be empty");
+        } else {
+            self.resolve(&mut hub.status_socket);
+            if let Err(m) = check_socket_path(&hub.status_socket) {
+                self.err(&base.key("status_socket"), m);
+            }
+        }
     }
 
     fn mqtt(&mut self, m: &mut MqttConfig, hub_id: Option<&str>) {
@@ -262,6 +270,22 @@ fn check_readable(path: &Path) -> Result<(), String> {
     Ok(())
 }
 
+/// The longest path a UNIX socket can be bound to: `sun_path` is 108 bytes with its final NUL.
+const SOCKET_PATH_MAX: usize = 107;
+
+/// The kernel refuses longer socket paths; saying so here beats a bind failure at run time.
+fn check_socket_path(path: &Path) -> Result<(), String> {
+    let len = path.as_os_str().len();
+    if len > SOCKET_PATH_MAX {
+        Err(format!(
+            "{} is {len} bytes long; a UNIX socket path may be at most {SOCKET_PATH_MAX}",
+            path.display()
+        ))
+    } else {
+        Ok(())
+    }
+}
+
 /// The prefix is put before every topic the hub uses, so it must be a plain topic name.
 fn check_topic_prefix(prefix: &str) -> Result<(), String> {
     if prefix.is_empty() {
@@ -283,7 +307,7 @@ fn check_topic_prefix(prefix: &str) -> Result<(), String> {
 
 #[cfg(test)]
 mod tests {
-    use super::{check_id, check_topic_prefix};
+    use super::{check_id, check_socket_path, check_topic_prefix};
 
     #[test]
     fn ids() {
@@ -293,6 +317,16 @@ mod tests {
         for bad in ["", "-a", "_a", "A", "a b", "a.b", "é", &"a".repeat(65)] {
             assert!(check_id(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn socket_paths() {
+        assert!(check_socket_path(std::path::Path::new("/run/doorhub/status.sock")).is_ok());
+        let longest = format!("/{}", "a".repeat(106));
+        assert!(check_socket_path(std::path::Path::new(&longest)).is_ok());
+        let message = check_socket_path(std::path::Path::new(&format!("{longest}a")))
+            .expect_err("108 bytes is too long");
+        assert!(message.contains("108 bytes"), "{message}");
     }
 
     #[test]

@@ -95,8 +95,9 @@ impl Hub {
     fn build(mqtt: &str, body: &str) -> Hub {
         let dir = tempfile::tempdir().unwrap();
         let mut toml = format!(
-            "[hub]\nid = \"{HUB}\"\ndata_dir = \"{}\"\n\n[mqtt]\n{mqtt}\n",
-            dir.path().join("data").display()
+            "[hub]\nid = \"{HUB}\"\ndata_dir = \"{}\"\nstatus_socket = \"{}\"\n\n[mqtt]\n{mqtt}\n",
+            dir.path().join("data").display(),
+            dir.path().join("status.sock").display()
         );
         if !body.contains("[health]") {
             toml.push_str("[health]\ninterval_s = 60\n\n");

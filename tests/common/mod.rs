@@ -11,6 +11,7 @@ pub mod burst;
 pub mod hub;
 pub mod peer;
 pub mod simbus;
+pub mod status;
 
 use std::collections::VecDeque;
 use std::fmt;

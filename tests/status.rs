@@ -1,0 +1,200 @@
+//! `doorhub status` against a running daemon: the real binary reads the daemon's socket, with
+//! the broker up and then down.
+
+mod common;
+
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+
+use common::hub::{HUB, Hub, WAIT, credentials, digest, publish_snapshot, reported, topic};
+use common::status::{json_until, status, table, text};
+use common::{Broker, Subscriber};
+use serde_json::Value;
+
+fn line_starting<'a>(table: &'a str, start: &str) -> &'a str {
+    table
+        .lines()
+        .find(|l| l.starts_with(start))
+        .unwrap_or_else(|| panic!("no line starting {start:?} in\n{table}"))
+}
+
+#[tokio::test]
+async fn status_shows_the_daemon_and_still_answers_without_the_broker() {
+    let mut broker = Broker::start();
+    let hub = Hub::new(&broker, &[("lobby", "stored"), ("garage", "hub")], "");
+    let socket = hub.config().hub.status_socket;
+    let sim = hub.sim.as_ref().unwrap().path.clone();
+    let daemon = hub.start();
+    assert!(common::wait_until(WAIT, || socket.exists()).await);
+    let meta = std::fs::symlink_metadata(&socket).unwrap();
+    assert!(meta.file_type().is_socket());
+    assert_eq!(meta.permissions().mode() & 0o7777, 0o660);
+
+    // A snapshot for a configured door and one for a door the hub does not have.
+    let mut sub = Subscriber::connect(&broker, &[&topic("#")]).await;
+    let set = credentials("lobby", 5);
+    publish_snapshot(&mut sub, "lobby", 3, &set, 1).await;
+    publish_snapshot(&mut sub, "visitor", 17, &credentials("visitor", 2), 1).await;
+    reported(&mut sub, "lobby", |r| {
+        r["status"] == "in_sync" && r["applied"] == 3
+    })
+    .await;
+
+    let doc = json_until(&socket, "both readers online and visitor", |d| {
+        d["buses"][0]["readers"]
+            .as_array()
+            .is_some_and(|r| r.iter().all(|r| r["online"] == true))
+            && d["doors"].as_array().is_some_and(|d| d.len() == 3)
+    })
+    .await;
+    assert_eq!(doc["hub"]["id"], HUB);
+    assert_eq!(doc["hub"]["version"], env!("CARGO_PKG_VERSION"));
+    assert!(doc["hub"]["uptime_s"].is_u64());
+    let mqtt = &doc["mqtt"];
+    assert_eq!(mqtt["connected"], true, "{doc:#}");
+    assert_eq!(mqtt["url"], broker.url());
+    assert_eq!(mqtt["client_id"], HUB);
+    assert!(mqtt["since"].is_string());
+    let bus = &doc["buses"][0];
+    assert_eq!(bus["name"], "rs485-a");
+    assert_eq!(bus["port"], sim.as_str());
+    assert_eq!(bus["baud"], 115_200);
+    assert_eq!(bus["open"], true);
+    assert!(bus["tx_frames"].as_u64().unwrap() > 0, "{bus:#}");
+    assert!(bus["rx_frames"].as_u64().unwrap() > 0, "{bus:#}");
+    let readers: Vec<(u64, &str, &str)> = bus["readers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            assert!(r["since"].is_string(), "{r}");
+            (
+                r["address"].as_u64().unwrap(),
+                r["door"].as_str().unwrap(),
+                r["mode"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(readers, [(0, "lobby", "stored"), (1, "garage", "hub")]);
+    let doors = doc["doors"].as_array().unwrap();
+    let lobby = &doors[0];
+    assert_eq!(lobby["id"], "lobby");
+    assert_eq!(
+        (&lobby["bus"], &lobby["address"], &lobby["mode"]),
+        (&"rs485-a".into(), &0.into(), &"stored".into())
+    );
+    assert_eq!(lobby["desired"], 3);
+    assert_eq!(lobby["applied"], 3);
+    assert_eq!(lobby["status"], "in_sync");
+    assert_eq!(lobby["credentials"], 5);
+    assert_eq!(lobby["digest"], digest(&set));
+    assert_eq!(lobby["error"], Value::Null);
+    assert_eq!(doors[1]["id"], "garage");
+    let visitor = &doors[2];
+    assert_eq!(visitor["id"], "visitor");
+    assert_eq!(visitor["status"], "unconfigured");
+    assert_eq!(visitor["desired"], 17);
+    assert_eq!(visitor["bus"], Value::Null);
+    assert!(doc["outbox"]["events"].is_u64() && doc["outbox"]["dropped"] == 0);
+    assert!(doc["rejected"]["invalid"].is_u64() && doc["rejected"]["stale"].is_u64());
+    assert!(doc["store"]["bytes"].as_u64().unwrap() > 0);
+
+    // The table, through the socket and through the config that names it.
+    let t = table(&["--socket", text(&socket)]).await;
+    for l in t.lines() {
+        assert!(l.chars().count() <= 100, "too wide: {l}");
+    }
+    assert!(line_starting(&t, "Hub ").contains(&format!("{HUB}, doorhub ")));
+    let m = line_starting(&t, "MQTT");
+    assert!(
+        m.contains("connected for ") && m.contains(&broker.url()),
+        "{m}"
+    );
+    assert!(
+        line_starting(&t, "Doors").ends_with("2 configured: 2 in_sync; 1 unconfigured"),
+        "{t}"
+    );
+    assert!(
+        t.contains(&format!(
+            "Bus rs485-a on {sim} at 115200 baud: open, 2 of 2 readers online\n"
+        )),
+        "{t}"
+    );
+    let row: Vec<&str> = line_starting(&t, "lobby").split_whitespace().collect();
+    assert_eq!(
+        row,
+        ["lobby", "rs485-a", "0", "in_sync", "3", "3", "5"],
+        "{t}"
+    );
+    let row: Vec<&str> = line_starting(&t, "visitor").split_whitespace().collect();
+    assert_eq!(row, ["visitor", "-", "-", "unconfigured", "17", "0", "0"]);
+    let by_config = table(&["--config", text(&hub.config_path)]).await;
+    assert_eq!(
+        line_starting(&by_config, "lobby"),
+        line_starting(&t, "lobby")
+    );
+
+    // Without the broker: status still answers, and says the link is down and why.
+    broker.stop();
+    let doc = json_until(&socket, "MQTT disconnected", |d| {
+        d["mqtt"]["connected"] == false
+    })
+    .await;
+    assert!(doc["mqtt"]["last_error"]["message"].is_string(), "{doc:#}");
+    assert!(doc["mqtt"]["last_error"]["at"].is_string(), "{doc:#}");
+    assert_eq!(doc["doors"][0]["status"], "in_sync", "the doors go on");
+    let t = table(&["--socket", text(&socket)]).await;
+    assert!(
+        line_starting(&t, "MQTT").contains("DISCONNECTED for "),
+        "{t}"
+    );
+    assert!(t.contains("\n          last error "), "{t}");
+    assert!(!t.contains("password"), "{t}");
+
+    daemon.shutdown();
+    daemon.wait().await.unwrap();
+    assert!(!socket.exists(), "the socket is removed on the way out");
+}
+
+#[tokio::test]
+async fn a_missing_socket_says_what_to_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("status.sock");
+    let (code, out, err) = status(&["--socket", text(&socket)]).await;
+    assert_eq!(code, Some(1));
+    assert!(out.is_empty(), "{out}");
+    assert!(err.contains(text(&socket)), "{err}");
+    assert!(err.contains("Is doorhub running?"), "{err}");
+    assert!(err.contains("--socket"), "{err}");
+    // A config file that names it gives the same, and one that cannot be read says so.
+    let config = dir.path().join("doorhub.toml");
+    std::fs::write(&config, "[hub]\nstatus_socket = \"status.sock\"\n").unwrap();
+    let (code, _, err) = status(&["--config", text(&config)]).await;
+    assert_eq!(code, Some(1));
+    assert!(err.contains(text(&socket)), "{err}");
+    let (code, _, err) = status(&["--config", text(&dir.path().join("none.toml"))]).await;
+    assert_eq!(code, Some(1));
+    assert!(err.contains("none.toml"), "{err}");
+}
+
+#[tokio::test]
+async fn a_stale_socket_is_replaced_and_anything_else_left_alone() {
+    let broker = Broker::start();
+    let hub = Hub::new(&broker, &[("lobby", "hub")], "");
+    let socket = hub.config().hub.status_socket;
+    // What a crash leaves: a socket file nobody listens on.
+    drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());
+    let daemon = hub.start();
+    json_until(&socket, "an answer", |d| d["hub"]["id"] == HUB).await;
+    daemon.shutdown();
+    daemon.wait().await.unwrap();
+
+    // A regular file in its place is kept, and the daemon runs without the status socket.
+    std::fs::write(&socket, "not a socket").unwrap();
+    let daemon = hub.start();
+    assert!(common::wait_until(WAIT, || daemon.health().mqtt_connected()).await);
+    let (code, _, err) = status(&["--socket", text(&socket)]).await;
+    assert_eq!(code, Some(1), "{err}");
+    daemon.shutdown();
+    daemon.wait().await.unwrap();
+    assert_eq!(std::fs::read_to_string(&socket).unwrap(), "not a socket");
+}
