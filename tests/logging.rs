@@ -1,9 +1,10 @@
 //! Where the real binary's log goes. When its stderr is the stream `JOURNAL_STREAM` names (as
-//! under systemd), it speaks journald's native protocol, one datagram a record, with `MESSAGE`,
-//! `PRIORITY`, `SYSLOG_IDENTIFIER` and the fields of the record and its spans (`DOOR`, `BUS`).
+//! under systemd), it speaks journald's native protocol, one datagram a record, with `MESSAGE`
+//! (the message, then the record's and its spans' fields as `key=value` text), `PRIORITY`,
+//! `SYSLOG_IDENTIFIER` and each of those fields as a journal field of its own (`DOOR`, `BUS`).
 //! Otherwise, or when the journal can't be reached, it writes text to stderr.
 //!
-//! tracing-journald always sends to /run/systemd/journal/socket, so the binary runs in a private
+//! The daemon always sends to /run/systemd/journal/socket, so the binary runs in a private
 //! mount namespace whose /run is a directory of this test's: "the journal" is a datagram socket
 //! the test binds there, and the machine's own journal, if any, never sees these records. Making
 //! the namespace needs root (as CI runs) or, failing that, unprivileged user namespaces.
@@ -105,7 +106,7 @@ impl Journal {
                 );
             };
             let n = got.unwrap();
-            // tracing-journald's empty probe datagram carries no record.
+            // The daemon's empty probe datagram, sent at startup, carries no record.
             if n == 0 {
                 continue;
             }
@@ -292,8 +293,18 @@ async fn under_systemd_each_record_goes_to_the_journal_with_its_door_and_bus() {
     let daemon = Daemon::spawn(&hub, &journal, Stream::Stderr, None);
 
     let online = journal
-        .wait_for(|r| r.get("MESSAGE") == Some("reader online"))
+        .wait_for(|r| {
+            r.get("MESSAGE")
+                .is_some_and(|m| m.starts_with("reader online "))
+        })
         .await;
+    // journalctl's short view shows MESSAGE alone: it names the door and the bus.
+    let message = online.get("MESSAGE").unwrap();
+    assert!(
+        message.starts_with("reader online door=lobby address=0 "),
+        "{online:#?}"
+    );
+    assert!(message.ends_with(" bus=rs485-a"), "{online:#?}");
     assert_eq!(online.get("PRIORITY"), Some("6"), "{online:#?}");
     assert_eq!(online.get("DOOR"), Some("lobby"), "{online:#?}");
     assert_eq!(online.get("ADDRESS"), Some("0"), "{online:#?}");
@@ -322,8 +333,16 @@ async fn at_level_warn_a_warning_still_names_its_door_and_bus() {
     sim.wait_for(WAIT, |e| e["event"] == "time").await;
     sim.act(0, Action::Silent(true)).await;
     let offline = journal
-        .wait_for(|r| r.get("MESSAGE") == Some("reader offline"))
+        .wait_for(|r| {
+            r.get("MESSAGE")
+                .is_some_and(|m| m.starts_with("reader offline "))
+        })
         .await;
+    assert_eq!(
+        offline.get("MESSAGE"),
+        Some("reader offline door=lobby address=0 bus=rs485-a"),
+        "{offline:#?}"
+    );
     assert_eq!(offline.get("PRIORITY"), Some("4"), "{offline:#?}");
     assert_eq!(offline.get("DOOR"), Some("lobby"), "{offline:#?}");
     assert_eq!(offline.get("BUS"), Some("rs485-a"), "{offline:#?}");

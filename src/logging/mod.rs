@@ -1,13 +1,16 @@
 //! Where the log goes: to the journal when systemd connected stderr to it, each record's fields
-//! (its own and its spans', such as `door` and `bus`) as journal fields; to stderr otherwise.
+//! (its own and its spans', such as `door` and `bus`) as journal fields and in the message's
+//! text; to stderr otherwise.
+
+mod journal;
 
 use std::fs::File;
 use std::io::IsTerminal;
 use std::os::fd::AsFd;
 use std::os::unix::fs::MetadataExt;
 
+use journal::{Journal, SOCKET as JOURNAL_SOCKET};
 use tracing::{Level, Subscriber, warn};
-use tracing_journald::{Priority, PriorityMappings};
 use tracing_subscriber::filter::{EnvFilter, FilterExt, LevelFilter, filter_fn};
 use tracing_subscriber::layer::{Filter, Layer, SubscriberExt};
 use tracing_subscriber::registry::LookupSpan;
@@ -16,15 +19,12 @@ use tracing_subscriber::util::SubscriberInitExt;
 /// What journal records carry in `SYSLOG_IDENTIFIER` (`journalctl -t doorhub`).
 pub const SYSLOG_IDENTIFIER: &str = "doorhub";
 
-/// Where journald listens for its native protocol; tracing-journald sends there.
-const JOURNAL_SOCKET: &str = "/run/systemd/journal/socket";
-
 /// Sets up the process's log: the journal when stderr is the journal stream systemd set up,
 /// stderr otherwise, or when the journal can't be reached (then with a warning saying so).
 /// `RUST_LOG`, when set and valid, wins over `level` (the config's `log.level`).
 pub fn init(level: &str) {
     let (env, rust_log_problem) = env_filter(level);
-    let unreachable = match stderr_is_journal().then(journal) {
+    let unreachable = match stderr_is_journal().then(|| Journal::connect(JOURNAL_SOCKET)) {
         Some(Ok(journal)) => {
             install(tracing_subscriber::registry().with(journal.with_filter(filter(env))));
             None
@@ -62,25 +62,6 @@ fn stderr_is_journal() -> bool {
     File::from(fd)
         .metadata()
         .is_ok_and(|m| m.dev() == dev && m.ino() == ino)
-}
-
-/// The journal layer, or why the journal can't be reached (tracing-journald sends it an empty
-/// datagram to find out).
-fn journal() -> std::io::Result<tracing_journald::Layer> {
-    Ok(tracing_journald::layer()?
-        // Field names as they are, uppercased (`DOOR`, `BUS`), for `journalctl DOOR=lobby`. The
-        // crate's default `F_` prefix guards against clashes with the journal's own fields
-        // (`PRIORITY`, `MESSAGE`, `CODE_LINE`, ...), which no field of ours is named like; a
-        // leading `_` (the journal's trusted fields) is stripped either way.
-        .with_field_prefix(None)
-        .with_syslog_identifier(SYSLOG_IDENTIFIER.to_owned())
-        // syslog's meaning of the levels, so `journalctl -p info` leaves out debug and trace
-        // (the crate's default puts info at notice and debug at info).
-        .with_priority_mappings(PriorityMappings {
-            info: Priority::Informational,
-            debug: Priority::Debug,
-            ..PriorityMappings::new()
-        }))
 }
 
 /// Plain text on stderr.
