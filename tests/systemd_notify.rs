@@ -1,6 +1,7 @@
 //! The sd_notify protocol against a socket this test listens on: READY=1 once the doors are
 //! served (here without any broker), WATCHDOG=1 at half the interval while every main loop is
-//! alive, none while the engine's loop is stalled, and STOPPING=1 on the way out.
+//! alive, none while the engine's loop is stalled, still after a reload restarted a bus loop, and
+//! STOPPING=1 on the way out.
 //! (A file of its own: it sets process-wide environment variables.)
 
 mod common;
@@ -71,6 +72,18 @@ async fn ready_then_watchdog_pings_that_stop_while_the_engine_is_stalled() {
     assert!(
         after.iter().any(|m| m == "WATCHDOG=1"),
         "pings resume: {after:?}"
+    );
+
+    // A reload stops the bus task and starts a new one: the stopped loop no longer counts, the
+    // new one does, and the pings go on.
+    let mut config = hub.config();
+    config.door[0].strike_ms = 500;
+    let applied = daemon.reload(config).await.unwrap();
+    assert_eq!(applied.buses_restarted, ["rs485-a"]);
+    let reloaded = during(&sock, Duration::from_millis(900)).await;
+    assert!(
+        reloaded.iter().filter(|m| *m == "WATCHDOG=1").count() >= 3,
+        "pings after a reload: {reloaded:?}"
     );
 
     daemon.shutdown();
