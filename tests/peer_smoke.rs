@@ -165,13 +165,7 @@ async fn plain_reader_reports_cards_and_records_commands() {
             off_color: 0,
             timer_100ms: 20,
         },
-        permanent: LedPermanent {
-            control: 0,
-            on_time: 0,
-            off_time: 0,
-            on_color: 0,
-            off_color: 0,
-        },
+        permanent: LedPermanent::UNCHANGED,
     }]);
     assert_eq!(cp.exchange(&led).await, Reply::Ack);
     let ev = peer

@@ -768,13 +768,7 @@ impl ReaderCtl {
                 off_color: if granted { 2 } else { 1 },
                 timer_100ms: 20,
             },
-            permanent: LedPermanent {
-                control: 0,
-                on_time: 0,
-                off_time: 0,
-                on_color: 0,
-                off_color: 0,
-            },
+            permanent: LedPermanent::UNCHANGED,
         }]));
         self.signals.push_back(Command::Buz(vec![Buz {
             reader: 0,

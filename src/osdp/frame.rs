@@ -155,6 +155,20 @@ pub struct Frame {
 }
 
 impl Frame {
+    /// A frame in the clear, checked by CRC-16: every frame outside the Secure Channel.
+    pub fn plain(address: u8, reply: bool, sequence: u8, code: u8, data: Vec<u8>) -> Frame {
+        Frame {
+            address,
+            reply,
+            sequence,
+            use_crc: true,
+            security: None,
+            code,
+            data,
+            mac: None,
+        }
+    }
+
     /// LEN of this frame (SOM through the check bytes, the MAC counted when the security block
     /// calls for one, even before [`Frame::mac`] is filled in), after checking every field fits
     /// the wire. `require_mac` says whether a missing MAC is an error.
@@ -377,16 +391,7 @@ mod tests {
     const ACK: [u8; 8] = [0x53, 0x80, 0x08, 0x00, 0x04, 0x40, 0x59, 0xAC];
 
     fn poll() -> Frame {
-        Frame {
-            address: 0,
-            reply: false,
-            sequence: 0,
-            use_crc: true,
-            security: None,
-            code: 0x60,
-            data: vec![],
-            mac: None,
-        }
+        Frame::plain(0, false, 0, 0x60, vec![])
     }
 
     #[test]

@@ -199,6 +199,17 @@ pub struct LedPermanent {
     pub off_color: u8,
 }
 
+impl LedPermanent {
+    /// Control 0 (NOP): the LED's permanent state stays as it is.
+    pub const UNCHANGED: LedPermanent = LedPermanent {
+        control: 0,
+        on_time: 0,
+        off_time: 0,
+        on_color: 0,
+        off_color: 0,
+    };
+}
+
 /// One osdp_LED record (14 bytes): one LED of one reader.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Led {
@@ -558,16 +569,7 @@ impl Command {
 
     /// A plain (no Secure Channel) command frame with CRC-16, the way the hub sends them.
     pub fn to_frame(&self, address: u8, sequence: u8) -> Frame {
-        Frame {
-            address,
-            reply: false,
-            sequence,
-            use_crc: true,
-            security: None,
-            code: self.code(),
-            data: self.encode_data(),
-            mac: None,
-        }
+        Frame::plain(address, false, sequence, self.code(), self.encode_data())
     }
 
     /// The command a frame carries (its data must be plain text, i.e. already decrypted).
@@ -986,16 +988,7 @@ impl Reply {
 
     /// A plain (no Secure Channel) reply frame with CRC-16, the way a PD answers.
     pub fn to_frame(&self, address: u8, sequence: u8) -> Frame {
-        Frame {
-            address,
-            reply: true,
-            sequence,
-            use_crc: true,
-            security: None,
-            code: self.code(),
-            data: self.encode_data(),
-            mac: None,
-        }
+        Frame::plain(address, true, sequence, self.code(), self.encode_data())
     }
 
     /// The reply a frame carries (its data must be plain text, i.e. already decrypted).

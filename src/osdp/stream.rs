@@ -329,16 +329,7 @@ mod tests {
     #[tokio::test]
     async fn write_frame_refuses_a_bad_frame() {
         let mut out = Vec::new();
-        let frame = Frame {
-            address: 0x80,
-            reply: false,
-            sequence: 0,
-            use_crc: true,
-            security: None,
-            code: 0x60,
-            data: vec![],
-            mac: None,
-        };
+        let frame = Frame::plain(0x80, false, 0, 0x60, vec![]);
         let err = write_frame(&mut out, &frame, true).await.err();
         assert_eq!(err.map(|e| e.kind()), Some(io::ErrorKind::InvalidInput));
         assert!(out.is_empty());
