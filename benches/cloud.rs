@@ -27,7 +27,7 @@ use report::{Row, cpu_model, ms, print_table};
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::burst::FastPublisher;
@@ -472,19 +472,7 @@ fn rss(bench: &Runtime, paced: bool) -> Vec<Row> {
     let names: Vec<String> = (0..RSS_DOORS).map(|i| format!("door{i:02}")).collect();
     let doors: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "hub")).collect();
     let hub = Hub::without_readers(&broker, &doors, "[health]\ninterval_s = 1\n");
-    let log = std::fs::File::create(hub.dir.path().join("doorhub.log")).unwrap();
-    let mut child = Process(
-        Command::new(&bin)
-            .args(["run", "--config"])
-            .arg(&hub.config_path)
-            // The config's level (info), as in production.
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run {}: {e}", bin.display())),
-    );
+    let mut child = Process::spawn(&bin, &hub);
     let pid = child.0.id();
     let endpoint = Endpoint::from(&broker);
 
@@ -547,17 +535,7 @@ fn rss(bench: &Runtime, paced: bool) -> Vec<Row> {
     let busy = status(pid);
     let on_disk = du(&hub.data_dir());
 
-    common::hub::signal(&child.0, "TERM");
-    let code = bench.block_on(common::hub::wait_exit(
-        &mut child.0,
-        Duration::from_secs(20),
-    ));
-    if code != Some(0) {
-        panic!(
-            "doorhub exited with {code:?} after SIGTERM; its log:\n{}",
-            hub.log()
-        );
-    }
+    child.terminate(bench, &hub);
     drop(broker);
 
     let mib = |kib: u64| kib as f64 / 1024.0;

@@ -28,7 +28,7 @@ mod report;
 use daemon::{Process, binary, init_logging, start_daemon, stop_daemon};
 use report::{Row, cpu_model, ms, print_table};
 
-use std::process::{Command as Program, Stdio};
+use std::process::Command as Program;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -1106,19 +1106,7 @@ fn cpu(bench: &Runtime) -> Vec<(u32, Row)> {
         .map(|(i, n)| (n.as_str(), "stored", i as u8 + 1))
         .collect();
     let hub = Hub::with_bus(&broker, &line.path, FAST, &doors, "");
-    let log = std::fs::File::create(hub.dir.path().join("doorhub.log")).unwrap();
-    let mut child = Process(
-        Program::new(&bin)
-            .args(["run", "--config"])
-            .arg(&hub.config_path)
-            // The config's level (info), as in production.
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run {}: {e}", bin.display())),
-    );
+    let mut child = Process::spawn(&bin, &hub);
     let pid = child.0.id();
     let tick = clock_ticks();
 
@@ -1146,17 +1134,7 @@ fn cpu(bench: &Runtime) -> Vec<(u32, Row)> {
         let exchanges = line.exchanges(None, t0, t1);
         (d1 - d0, s1 - s0, t1 - t0, exchanges)
     });
-    common::hub::signal(&child.0, "TERM");
-    let code = bench.block_on(common::hub::wait_exit(
-        &mut child.0,
-        Duration::from_secs(20),
-    ));
-    if code != Some(0) {
-        panic!(
-            "doorhub exited with {code:?} after SIGTERM; its log:\n{}",
-            hub.log()
-        );
-    }
+    child.terminate(bench, &hub);
     drop(line);
     drop(broker);
 

@@ -2,7 +2,7 @@
 //! binary itself.
 
 use std::path::{Path, PathBuf};
-use std::process::Child;
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use tokio::runtime::Runtime;
@@ -38,6 +38,40 @@ pub fn binary() -> PathBuf {
 
 /// The daemon process, killed if the bench panics.
 pub struct Process(pub Child);
+
+impl Process {
+    /// Runs `bin` with `hub`'s config at the config's log level (info, as in production), its log
+    /// in the hub's folder.
+    pub fn spawn(bin: &Path, hub: &Hub) -> Process {
+        let log = std::fs::File::create(hub.dir.path().join("doorhub.log")).unwrap();
+        Process(
+            Command::new(bin)
+                .args(["run", "--config"])
+                .arg(&hub.config_path)
+                .env_remove("RUST_LOG")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .unwrap_or_else(|e| panic!("cannot run {}: {e}", bin.display())),
+        )
+    }
+
+    /// Sends SIGTERM and checks the daemon exits with status 0 in time (its log follows if not).
+    pub fn terminate(&mut self, rt: &Runtime, hub: &Hub) {
+        crate::common::hub::signal(&self.0, "TERM");
+        let code = rt.block_on(crate::common::hub::wait_exit(
+            &mut self.0,
+            Duration::from_secs(20),
+        ));
+        if code != Some(0) {
+            panic!(
+                "doorhub exited with {code:?} after SIGTERM; its log:\n{}",
+                hub.log()
+            );
+        }
+    }
+}
 
 impl Drop for Process {
     fn drop(&mut self) {
