@@ -110,7 +110,7 @@ impl Buses {
     /// door's key can't be read: a door with a key must not run in the clear.
     pub fn start(
         config: &Config,
-        links: HashMap<String, DoorLink>,
+        mut links: HashMap<String, DoorLink>,
         channels: Channels,
     ) -> Result<Buses, BusesError> {
         let keys = read_keys(&config.door)?;
@@ -120,7 +120,6 @@ impl Buses {
             channels,
             beat,
         };
-        let mut links = links;
         for bus in &config.bus {
             buses.spawn(bus, &config.door, &keys, &mut links);
         }

@@ -13,26 +13,17 @@ use crate::config::Config;
 
 /// The sections of `new` that differ from `running` and only take effect after a restart.
 pub fn needs_restart(running: &Config, new: &Config) -> Vec<&'static str> {
-    let mut out = Vec::new();
-    if running.hub != new.hub {
-        out.push("hub");
-    }
-    if running.mqtt != new.mqtt {
-        out.push("mqtt");
-    }
-    if running.health != new.health {
-        out.push("health");
-    }
-    if running.events != new.events {
-        out.push("events");
-    }
-    if running.limits != new.limits {
-        out.push("limits");
-    }
-    if running.log != new.log {
-        out.push("log");
-    }
-    out
+    [
+        ("hub", running.hub != new.hub),
+        ("mqtt", running.mqtt != new.mqtt),
+        ("health", running.health != new.health),
+        ("events", running.events != new.events),
+        ("limits", running.limits != new.limits),
+        ("log", running.log != new.log),
+    ]
+    .into_iter()
+    .filter_map(|(section, changed)| changed.then_some(section))
+    .collect()
 }
 
 /// The config the daemon runs after a reload: `new`'s buses and doors, `running`'s other sections.
