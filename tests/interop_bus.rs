@@ -463,3 +463,44 @@ async fn a_table_goes_to_a_stored_libosdp_reader_over_the_secure_channel() {
     daemon.shutdown();
     daemon.wait().await.unwrap();
 }
+
+/// What a door whose reader cannot run the Secure Channel reports.
+const UNSUPPORTED: &str = "secure channel: the reader does not support it, but the door has a key file";
+
+#[tokio::test]
+async fn a_key_file_for_a_reader_without_secure_channel_is_said_once_at_warn_and_in_reported() {
+    use common::simbus::SimBus;
+    use doorhub::sim::{Mode as SimMode, ReaderOptions};
+    let broker = Broker::start();
+    // The simulator's PDCAP says communication security without AES-128.
+    let mut sim = SimBus::start(vec![ReaderOptions::new(1, SimMode::Plain)]);
+    let keys = tempfile::tempdir().unwrap();
+    let path = key_file(keys.path(), &[0x66; 16]);
+    let hub = secure_hub_on(&broker, &sim.path, ("front", "hub", 1), &path, "");
+    let mut sub = subscriber(&broker).await;
+    let mut child = hub.spawn();
+    let r = reported(&mut sub, "front", |r| !r["error"].is_null()).await;
+    assert_eq!(r["error"]["reason"], UNSUPPORTED, "{r}");
+    assert_eq!(r["status"], "offline", "{r}");
+    // Three more probes, 2 s apart, each up to CAP.
+    for _ in 0..3 {
+        sim.wait_for(PEER, |v| v["event"] == "cap" && v["address"] == 1)
+            .await;
+    }
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_doorhub"))
+        .arg("status")
+        .arg("--config")
+        .arg(&hub.config_path)
+        .output()
+        .unwrap();
+    let status = String::from_utf8_lossy(&out.stdout);
+    assert!(status.contains(UNSUPPORTED), "{status}");
+    common::hub::signal(&child, "TERM");
+    assert_eq!(common::hub::wait_exit(&mut child, WAIT).await, Some(0));
+    let log = hub.log();
+    let warned = log
+        .lines()
+        .filter(|l| l.contains("WARN") && l.contains(UNSUPPORTED))
+        .count();
+    assert_eq!(warned, 1, "{log}");
+}
