@@ -504,3 +504,42 @@ async fn a_key_file_for_a_reader_without_secure_channel_is_said_once_at_warn_and
         .count();
     assert_eq!(warned, 1, "{log}");
 }
+
+#[tokio::test]
+async fn a_new_key_that_cannot_be_stored_is_never_sent() {
+    let broker = Broker::start();
+    let mut peer = tracing_peer(None).await;
+    let keys = tempfile::tempdir().unwrap();
+    let path = keys.path().join("front.scbk");
+    // Where the new key is written first: a directory holding a file cannot be replaced.
+    let blocker = keys.path().join("front.scbk.new");
+    std::fs::create_dir(&blocker).unwrap();
+    std::fs::write(blocker.join("x"), "x").unwrap();
+    let hub = secure_hub_on(
+        &broker,
+        peer.port(),
+        ("front", "hub", 1),
+        &path,
+        "install_key = true\n",
+    );
+    let mut sub = subscriber(&broker).await;
+    let daemon = hub.start();
+    let r = reported(&mut sub, "front", |r| r["status"] == "error").await;
+    let reason = r["error"]["reason"].as_str().unwrap_or_default().to_owned();
+    assert!(
+        reason.starts_with("secure channel: cannot store the new key in")
+            && reason.ends_with("no key was sent to the reader"),
+        "{r}"
+    );
+    // Pairing is tried again (SCBK-D, as no key file exists), and still nothing is sent.
+    challenges(&mut peer, 2).await;
+    peer.drain();
+    assert!(
+        !peer.history().iter().any(|v| v["code"] == KEYSET
+            || (v["event"] == "command" && v["command"] == "keyset")),
+        "a KEYSET went out"
+    );
+    assert!(!path.exists());
+    daemon.shutdown();
+    daemon.wait().await.unwrap();
+}
