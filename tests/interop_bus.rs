@@ -465,7 +465,8 @@ async fn a_table_goes_to_a_stored_libosdp_reader_over_the_secure_channel() {
 }
 
 /// What a door whose reader cannot run the Secure Channel reports.
-const UNSUPPORTED: &str = "secure channel: the reader does not support it, but the door has a key file";
+const UNSUPPORTED: &str =
+    "secure channel: the reader does not support it, but the door has a key file";
 
 #[tokio::test]
 async fn a_key_file_for_a_reader_without_secure_channel_is_said_once_at_warn_and_in_reported() {
@@ -535,8 +536,10 @@ async fn a_new_key_that_cannot_be_stored_is_never_sent() {
     challenges(&mut peer, 2).await;
     peer.drain();
     assert!(
-        !peer.history().iter().any(|v| v["code"] == KEYSET
-            || (v["event"] == "command" && v["command"] == "keyset")),
+        !peer
+            .history()
+            .iter()
+            .any(|v| v["code"] == KEYSET || (v["event"] == "command" && v["command"] == "keyset")),
         "a KEYSET went out"
     );
     assert!(!path.exists());

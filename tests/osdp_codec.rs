@@ -4,8 +4,8 @@
 
 use doorhub::osdp::frame::{self, Frame, MAX_FRAME, SecurityBlock, scs};
 use doorhub::osdp::message::*;
-use doorhub::osdp::stream::FrameReader;
 use doorhub::osdp::secure::KeyBytes;
+use doorhub::osdp::stream::FrameReader;
 use proptest::prelude::*;
 
 const POLL: [u8; 9] = [0xFF, 0x53, 0x00, 0x08, 0x00, 0x04, 0x60, 0xEB, 0xAA];

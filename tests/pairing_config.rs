@@ -49,8 +49,14 @@ fn check_config_names_the_doors_that_will_pair() {
     let path = write_config(
         dir.path(),
         &[
-            ("lobby", "scbk_file = \"keys/lobby.scbk\"\ninstall_key = true\n"),
-            ("vault", "scbk_file = \"keys/vault.scbk\"\ninstall_key = true\n"),
+            (
+                "lobby",
+                "scbk_file = \"keys/lobby.scbk\"\ninstall_key = true\n",
+            ),
+            (
+                "vault",
+                "scbk_file = \"keys/vault.scbk\"\ninstall_key = true\n",
+            ),
             ("annex", "scbk_file = \"keys/vault.scbk\"\n"),
             ("gate", ""),
         ],
@@ -105,7 +111,10 @@ fn a_missing_key_file_is_an_error_unless_install_key_and_install_key_needs_a_fil
     assert!(config.door[0].pairs());
     let path = write_config(
         dir.path(),
-        &[("lobby", "scbk_file = \"nodir/lobby.scbk\"\ninstall_key = true\n")],
+        &[(
+            "lobby",
+            "scbk_file = \"nodir/lobby.scbk\"\ninstall_key = true\n",
+        )],
     );
     let e = errors(&path);
     assert!(e.contains("its directory is missing"), "{e}");
@@ -117,7 +126,10 @@ fn a_missing_key_file_is_an_error_unless_install_key_and_install_key_needs_a_fil
     // A boolean only.
     let path = write_config(
         dir.path(),
-        &[("lobby", "scbk_file = \"lobby.scbk\"\ninstall_key = \"yes\"\n")],
+        &[(
+            "lobby",
+            "scbk_file = \"lobby.scbk\"\ninstall_key = \"yes\"\n",
+        )],
     );
     assert!(errors(&path).contains("install_key"));
 }
