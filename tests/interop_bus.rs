@@ -546,3 +546,38 @@ async fn a_new_key_that_cannot_be_stored_is_never_sent() {
     daemon.shutdown();
     daemon.wait().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_replacement_reader_pairs_once_its_key_file_is_removed_and_the_config_reloaded() {
+    let broker = Broker::start();
+    let mut peer = tracing_peer(None).await;
+    let keys = tempfile::tempdir().unwrap();
+    let old = [0x77; 16];
+    let path = key_file(keys.path(), &old);
+    let hub = secure_hub_on(
+        &broker,
+        peer.port(),
+        ("front", "hub", 1),
+        &path,
+        "install_key = true\n",
+    );
+    let mut sub = subscriber(&broker).await;
+    let daemon = hub.start();
+    let r = reported(&mut sub, "front", |r| r["status"] == "error").await;
+    assert_eq!(r["error"]["reason"], REFUSED, "{r}");
+    // The technician's way to pair the new reader.
+    std::fs::remove_file(&path).unwrap();
+    let applied = daemon.reload(hub.config()).await.unwrap();
+    assert_eq!(applied.buses_restarted, ["rs485-a"], "{applied:?}");
+    peer.wait_for(PEER, |v| {
+        v["event"] == "command" && v["command"] == "keyset"
+    })
+    .await;
+    let r = reported(&mut sub, "front", |r| r["reader"]["online"] == true).await;
+    assert!(r["error"].is_null(), "{r}");
+    let stored = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(stored.trim().len(), 32, "{stored}");
+    assert_ne!(stored.trim(), hex::encode(old));
+    daemon.shutdown();
+    daemon.wait().await.unwrap();
+}
