@@ -19,6 +19,7 @@ use crate::engine::{DoorLink, Reconfigure};
 use crate::events::EventSender;
 use crate::health::Health;
 use crate::notify::{Beat, Liveness};
+use crate::osdp::secure::KeyBytes;
 use crate::store::Store;
 use crate::sync::DoorReport;
 
@@ -269,9 +270,11 @@ impl Buses {
             let key = keys.get(&d.id).copied().flatten();
             readers.push(match (key, &d.scbk_file) {
                 (Some(key), Some(path)) => {
-                    reader.with_security(ReaderSecurity::new(key, path.clone()))
+                    reader.with_security(ReaderSecurity::new(KeyBytes(key), path.clone()))
                 }
-                _ => reader,
+                // `install_key` and no key file yet (`read_keys` refuses anything else).
+                (None, Some(path)) => reader.with_security(ReaderSecurity::pairing(path.clone())),
+                (_, None) => reader,
             });
             my_keys.insert(d.id.clone(), key);
         }

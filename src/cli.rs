@@ -28,6 +28,9 @@ pub fn check_config(path: &Path) -> ExitCode {
                 config.bus.len(),
                 config.door.len()
             );
+            for door in &config.door {
+                println!("  {}", door.secure_channel_plan());
+            }
             ExitCode::SUCCESS
         }
         Err(errors) => {

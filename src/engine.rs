@@ -25,7 +25,7 @@ use crate::snapshot::{
 use crate::store::{
     Assembly, Change, DesiredMeta, DoorRecord, ErrorReport, SetState, Store, StoreError,
 };
-use crate::sync::{DoorReport, Target};
+use crate::sync::{DoorReport, SecurityProblem, Target};
 use crate::topics::{Incoming, Topics};
 
 /// How long a stopping engine waits for the other components to hand over their events.
@@ -116,6 +116,8 @@ struct ReaderRuntime {
     since: SystemTime,
     syncing: bool,
     failure: Option<ErrorReport>,
+    /// Why the reader's Secure Channel does not come up.
+    security: Option<SecurityProblem>,
 }
 
 /// The engine task.
@@ -201,6 +203,7 @@ impl Engine {
                         since: now,
                         syncing: false,
                         failure: None,
+                        security: None,
                     },
                 );
             }
@@ -373,6 +376,7 @@ impl Engine {
             | DoorReport::Syncing { door, .. }
             | DoorReport::Applied { door, .. }
             | DoorReport::Lost { door }
+            | DoorReport::Security { door, .. }
             | DoorReport::Failed { door, .. } => door.clone(),
         };
         let (Some(reader), Some(record)) = (self.readers.get_mut(&door), self.doors.get_mut(&door))
@@ -388,6 +392,7 @@ impl Engine {
                 }
             }
             DoorReport::Syncing { .. } => reader.syncing = true,
+            DoorReport::Security { problem, .. } => reader.security = problem,
             DoorReport::Failed {
                 version, reason, ..
             } => {
@@ -642,6 +647,7 @@ impl Engine {
         let applied = record.applied.map_or(0, |a| a.version);
         match self.readers.get(door) {
             None => Status::Unconfigured,
+            Some(r) if r.security.as_ref().is_some_and(|p| p.error) => Status::Error,
             Some(r) if !r.online => Status::Offline,
             Some(_) if applied == desired => Status::InSync,
             Some(r) if r.failure.is_some() && !r.syncing => Status::Error,
@@ -671,7 +677,13 @@ impl Engine {
                 ),
             },
             error: reader
-                .and_then(|r| r.failure.clone())
+                .and_then(|r| {
+                    r.security.as_ref().map(|p| ErrorReport {
+                        version: None,
+                        reason: p.reason.clone(),
+                    })
+                })
+                .or_else(|| reader.and_then(|r| r.failure.clone()))
                 .or_else(|| record.error.clone()),
         }
     }

@@ -17,6 +17,16 @@ pub struct Target {
     pub digest: SetDigest,
 }
 
+/// Why a door's Secure Channel does not come up, for `reported.error`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecurityProblem {
+    /// The reason, in the contract's words.
+    pub reason: String,
+    /// Whether the door is `error` (the reader refused the door's key, or a new key could not
+    /// be stored) rather than `offline` (the reader cannot run the Secure Channel at all).
+    pub error: bool,
+}
+
 /// What a bus task learned about a door.
 #[derive(Debug, Clone)]
 pub enum DoorReport {
@@ -49,6 +59,13 @@ pub enum DoorReport {
     Lost {
         /// The door.
         door: String,
+    },
+    /// The door's Secure Channel does not come up (`Some`), or came up again (`None`).
+    Security {
+        /// The door.
+        door: String,
+        /// Why, while it does not.
+        problem: Option<SecurityProblem>,
     },
     /// A sync attempt failed; it is retried with backoff.
     Failed {

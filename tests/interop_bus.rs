@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::hub::{HUB, Hub, credentials, digest, publish_snapshot, reported, topic};
+use common::hub::{HUB, Hub, WAIT, credentials, digest, publish_snapshot, reported, topic};
 use common::peer::{Mode, Peer, PeerOptions};
 use common::{Broker, Subscriber};
 use serde_json::Value;
@@ -165,14 +165,25 @@ async fn a_hub_restarted_mid_transfer_still_converges() {
 /// A hub whose one door, `(id, mode, address)`, talks to `peer` over the Secure Channel with
 /// the key in `key`.
 fn secure_hub(broker: &Broker, peer: &Peer, door: (&str, &str, u8), key: &std::path::Path) -> Hub {
+    secure_hub_on(broker, peer.port(), door, key, "")
+}
+
+/// [`secure_hub`] on the serial device `port`, with `more` added to the door's table.
+fn secure_hub_on(
+    broker: &Broker,
+    port: &str,
+    door: (&str, &str, u8),
+    key: &std::path::Path,
+    more: &str,
+) -> Hub {
     let (id, mode, address) = door;
     Hub::with_bus(
         broker,
-        peer.port(),
+        port,
         115_200,
         &[],
         &format!(
-            "[[door]]\nid = \"{id}\"\nbus = \"rs485-a\"\naddress = {address}\nmode = \"{mode}\"\nscbk_file = \"{}\"\n",
+            "[[door]]\nid = \"{id}\"\nbus = \"rs485-a\"\naddress = {address}\nmode = \"{mode}\"\nscbk_file = \"{}\"\n{more}",
             key.display()
         ),
     )
@@ -230,39 +241,161 @@ async fn the_secure_channel_carries_a_card_read_with_a_libosdp_reader() {
     daemon.wait().await.unwrap();
 }
 
+/// What a door whose reader refuses its key reports.
+const REFUSED: &str = "secure channel: the reader refused the door's key";
+/// osdp_CHLNG, osdp_SCRYPT and osdp_KEYSET.
+const CHLNG: u64 = 0x76;
+const SCRYPT: u64 = 0x77;
+const KEYSET: u64 = 0x75;
+
+/// A libosdp peer that prints every frame it receives; `scbk` as in [`PeerOptions::scbk`].
+async fn tracing_peer(scbk: Option<[u8; 16]>) -> Peer {
+    let mut opts = PeerOptions::new(1, Mode::Plain);
+    opts.scbk = scbk;
+    opts.trace = true;
+    Peer::spawn_pty(&opts).await
+}
+
+/// Waits until the peer has received `n` more osdp_CHLNG.
+async fn challenges(peer: &mut Peer, n: usize) {
+    for _ in 0..n {
+        peer.wait_for(PEER, |v| v["event"] == "rx" && v["code"] == CHLNG)
+            .await;
+    }
+}
+
+/// The key file's bytes and modification time.
+fn snapshot(path: &std::path::Path) -> (Vec<u8>, std::time::SystemTime) {
+    let meta = std::fs::metadata(path).unwrap();
+    (std::fs::read(path).unwrap(), meta.modified().unwrap())
+}
+
+/// Asserts that the door `front` ends up `error` with [`REFUSED`], with one `tamper` event
+/// over several handshake retries, no default-key handshake, no session and no KEYSET, and the
+/// key file as it was `before` the hub started.
+async fn refused_without_fallback(
+    sub: &mut Subscriber,
+    peer: &mut Peer,
+    key: &std::path::Path,
+    before: (Vec<u8>, std::time::SystemTime),
+) {
+    let r = reported(sub, "front", |r| r["status"] == "error").await;
+    assert_eq!(r["error"]["reason"], REFUSED, "{r}");
+    assert_eq!(r["reader"]["online"], false, "{r}");
+    // Three more handshakes, one probe (2 s) apart.
+    challenges(peer, 3).await;
+    sub.wait_for(WAIT, |m| {
+        m.topic == topic("events") && m.json()["type"] == "tamper"
+    })
+    .await;
+    sub.assert_none(Duration::from_millis(500), |m| {
+        m.topic == topic("events") && m.json()["type"] == "tamper"
+    })
+    .await;
+    peer.drain();
+    let rx: Vec<_> = peer
+        .history()
+        .iter()
+        .filter(|v| v["event"] == "rx")
+        .collect();
+    assert!(
+        rx.iter()
+            .filter(|v| v["code"] == CHLNG)
+            .all(|v| v["scb"] == "031101"),
+        "a CHLNG for the default key (k = 0): {rx:?}"
+    );
+    assert!(
+        !rx.iter()
+            .any(|v| v["code"] == SCRYPT || v["code"] == KEYSET),
+        "a session or a KEYSET: {rx:?}"
+    );
+    assert_eq!(snapshot(key), before, "the key file changed");
+}
+
 #[tokio::test]
-async fn a_reader_in_install_mode_gets_a_fresh_key_stored_before_use() {
+async fn a_reader_with_another_key_gets_no_default_key_and_no_new_one() {
     let broker = Broker::start();
-    // A new libosdp reader without a key: install mode, it accepts SCBK-D.
-    let mut peer = Peer::spawn_pty(&PeerOptions::new(1, Mode::Plain)).await;
+    let mut peer = tracing_peer(Some([0x44; 16])).await;
     let keys = tempfile::tempdir().unwrap();
-    let configured = [0x22u8; 16];
-    let path = key_file(keys.path(), &configured);
+    let path = key_file(keys.path(), &[0x55; 16]);
     let hub = secure_hub(&broker, &peer, ("front", "hub", 1), &path);
-    let daemon = hub.start();
     let mut sub = subscriber(&broker).await;
+    let before = snapshot(&path);
+    let daemon = hub.start();
+    refused_without_fallback(&mut sub, &mut peer, &path, before).await;
+    daemon.shutdown();
+    daemon.wait().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_reader_in_install_mode_on_a_door_with_a_key_file_is_not_paired() {
+    let broker = Broker::start();
+    // Keyless: it would accept SCBK-D.
+    let mut peer = tracing_peer(None).await;
+    let keys = tempfile::tempdir().unwrap();
+    let path = key_file(keys.path(), &[0x22; 16]);
+    let hub = secure_hub_on(
+        &broker,
+        peer.port(),
+        ("front", "hub", 1),
+        &path,
+        "install_key = true\n",
+    );
+    let mut sub = subscriber(&broker).await;
+    let before = snapshot(&path);
+    let daemon = hub.start();
+    refused_without_fallback(&mut sub, &mut peer, &path, before).await;
+    daemon.shutdown();
+    daemon.wait().await.unwrap();
+}
+
+#[tokio::test]
+async fn install_key_pairs_a_new_reader_once_and_never_offers_the_default_key_again() {
+    use std::os::unix::fs::PermissionsExt;
+    let broker = Broker::start();
+    let mut peer = tracing_peer(None).await;
+    let keys = tempfile::tempdir().unwrap();
+    let path = keys.path().join("front.scbk");
+    let hub = secure_hub_on(
+        &broker,
+        peer.port(),
+        ("front", "hub", 1),
+        &path,
+        "install_key = true\n",
+    );
+    let mut sub = subscriber(&broker).await;
+    let daemon = hub.start();
     let set = credentials("inst", 2);
     publish_snapshot(&mut sub, "front", 1, &set, 1).await;
     reported(&mut sub, "front", |r| {
         r["reader"]["online"] == true && r["applied"] == 1
     })
     .await;
-    let keyset = peer
-        .wait_for(PEER, |v| {
-            v["event"] == "command" && v["command"] == "keyset"
-        })
+    // SCBK-D, then KEYSET, then the new key.
+    let first = peer
+        .wait_for(PEER, |v| v["event"] == "rx" && v["code"] == CHLNG)
         .await;
-    // The new key is in the key file (mode 0600), and it is not the configured one.
+    assert_eq!(first["scb"], "031100", "install mode: {first}");
+    peer.wait_for(PEER, |v| {
+        v["event"] == "command" && v["command"] == "keyset"
+    })
+    .await;
+    let next = peer
+        .wait_for(PEER, |v| v["event"] == "rx" && v["code"] == CHLNG)
+        .await;
+    assert_eq!(next["scb"], "031101", "the new key: {next}");
     let stored = std::fs::read_to_string(&path).unwrap();
-    assert_ne!(stored.trim(), hex::encode(configured));
-    assert_eq!(stored.trim().len(), 32);
-    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(stored.trim().len(), 32, "{stored}");
     assert_eq!(
         std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
         0o600
     );
-    let _ = keyset;
-    // And the reader works under it.
+    assert_eq!(
+        std::fs::read_dir(keys.path()).unwrap().count(),
+        1,
+        "only the key file"
+    );
+    // The reader works under it.
     peer.send(&format!("card 26 {}", hex::encode(&set[1].data)))
         .await;
     let e = sub
@@ -272,6 +405,32 @@ async fn a_reader_in_install_mode_gets_a_fresh_key_stored_before_use() {
         .await
         .json();
     assert_eq!(e["granted"], true);
+    daemon.shutdown();
+    daemon.wait().await.unwrap();
+    peer.drain();
+    assert_eq!(
+        peer.history()
+            .iter()
+            .filter(|v| v["event"] == "command" && v["command"] == "keyset")
+            .count(),
+        1,
+        "one KEYSET"
+    );
+
+    // Another new reader in its place, same config (install_key = true): the file exists now.
+    drop(peer);
+    let mut peer = tracing_peer(None).await;
+    let hub2 = secure_hub_on(
+        &broker,
+        peer.port(),
+        ("front", "hub", 1),
+        &path,
+        "install_key = true\n",
+    );
+    let before = snapshot(&path);
+    let daemon = hub2.start();
+    refused_without_fallback(&mut sub, &mut peer, &path, before).await;
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), stored);
     daemon.shutdown();
     daemon.wait().await.unwrap();
 }
@@ -301,6 +460,124 @@ async fn a_table_goes_to_a_stored_libosdp_reader_over_the_secure_channel() {
         !peer.history().iter().any(|v| v["event"] == "dropped"),
         "a frame was over the receive buffer"
     );
+    daemon.shutdown();
+    daemon.wait().await.unwrap();
+}
+
+/// What a door whose reader cannot run the Secure Channel reports.
+const UNSUPPORTED: &str =
+    "secure channel: the reader does not support it, but the door has a key file";
+
+#[tokio::test]
+async fn a_key_file_for_a_reader_without_secure_channel_is_said_once_at_warn_and_in_reported() {
+    use common::simbus::SimBus;
+    use doorhub::sim::{Mode as SimMode, ReaderOptions};
+    let broker = Broker::start();
+    // The simulator's PDCAP says communication security without AES-128.
+    let mut sim = SimBus::start(vec![ReaderOptions::new(1, SimMode::Plain)]);
+    let keys = tempfile::tempdir().unwrap();
+    let path = key_file(keys.path(), &[0x66; 16]);
+    let hub = secure_hub_on(&broker, &sim.path, ("front", "hub", 1), &path, "");
+    let mut sub = subscriber(&broker).await;
+    let mut child = hub.spawn();
+    let r = reported(&mut sub, "front", |r| !r["error"].is_null()).await;
+    assert_eq!(r["error"]["reason"], UNSUPPORTED, "{r}");
+    assert_eq!(r["status"], "offline", "{r}");
+    // Three more probes, 2 s apart, each up to CAP.
+    for _ in 0..3 {
+        sim.wait_for(PEER, |v| v["event"] == "cap" && v["address"] == 1)
+            .await;
+    }
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_doorhub"))
+        .arg("status")
+        .arg("--config")
+        .arg(&hub.config_path)
+        .output()
+        .unwrap();
+    let status = String::from_utf8_lossy(&out.stdout);
+    assert!(status.contains(UNSUPPORTED), "{status}");
+    common::hub::signal(&child, "TERM");
+    assert_eq!(common::hub::wait_exit(&mut child, WAIT).await, Some(0));
+    let log = hub.log();
+    let warned = log
+        .lines()
+        .filter(|l| l.contains("WARN") && l.contains(UNSUPPORTED))
+        .count();
+    assert_eq!(warned, 1, "{log}");
+}
+
+#[tokio::test]
+async fn a_new_key_that_cannot_be_stored_is_never_sent() {
+    let broker = Broker::start();
+    let mut peer = tracing_peer(None).await;
+    let keys = tempfile::tempdir().unwrap();
+    let path = keys.path().join("front.scbk");
+    // Where the new key is written first: a directory holding a file cannot be replaced.
+    let blocker = keys.path().join("front.scbk.new");
+    std::fs::create_dir(&blocker).unwrap();
+    std::fs::write(blocker.join("x"), "x").unwrap();
+    let hub = secure_hub_on(
+        &broker,
+        peer.port(),
+        ("front", "hub", 1),
+        &path,
+        "install_key = true\n",
+    );
+    let mut sub = subscriber(&broker).await;
+    let daemon = hub.start();
+    let r = reported(&mut sub, "front", |r| r["status"] == "error").await;
+    let reason = r["error"]["reason"].as_str().unwrap_or_default().to_owned();
+    assert!(
+        reason.starts_with("secure channel: cannot store the new key in")
+            && reason.ends_with("no key was sent to the reader"),
+        "{r}"
+    );
+    // Pairing is tried again (SCBK-D, as no key file exists), and still nothing is sent.
+    challenges(&mut peer, 2).await;
+    peer.drain();
+    assert!(
+        !peer
+            .history()
+            .iter()
+            .any(|v| v["code"] == KEYSET || (v["event"] == "command" && v["command"] == "keyset")),
+        "a KEYSET went out"
+    );
+    assert!(!path.exists());
+    daemon.shutdown();
+    daemon.wait().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_replacement_reader_pairs_once_its_key_file_is_removed_and_the_config_reloaded() {
+    let broker = Broker::start();
+    let mut peer = tracing_peer(None).await;
+    let keys = tempfile::tempdir().unwrap();
+    let old = [0x77; 16];
+    let path = key_file(keys.path(), &old);
+    let hub = secure_hub_on(
+        &broker,
+        peer.port(),
+        ("front", "hub", 1),
+        &path,
+        "install_key = true\n",
+    );
+    let mut sub = subscriber(&broker).await;
+    let daemon = hub.start();
+    let r = reported(&mut sub, "front", |r| r["status"] == "error").await;
+    assert_eq!(r["error"]["reason"], REFUSED, "{r}");
+    // The technician's way to pair the new reader.
+    std::fs::remove_file(&path).unwrap();
+    let applied = daemon.reload(hub.config()).await.unwrap();
+    assert_eq!(applied.buses_restarted, ["rs485-a"], "{applied:?}");
+    peer.wait_for(PEER, |v| {
+        v["event"] == "command" && v["command"] == "keyset"
+    })
+    .await;
+    let r = reported(&mut sub, "front", |r| r["reader"]["online"] == true).await;
+    assert!(r["error"].is_null(), "{r}");
+    let stored = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(stored.trim().len(), 32, "{stored}");
+    assert_ne!(stored.trim(), hex::encode(old));
     daemon.shutdown();
     daemon.wait().await.unwrap();
 }

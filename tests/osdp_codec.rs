@@ -4,6 +4,7 @@
 
 use doorhub::osdp::frame::{self, Frame, MAX_FRAME, SecurityBlock, scs};
 use doorhub::osdp::message::*;
+use doorhub::osdp::secure::KeyBytes;
 use doorhub::osdp::stream::FrameReader;
 use proptest::prelude::*;
 
@@ -151,7 +152,7 @@ fn arb_command() -> impl Strategy<Value = Command> {
         prop::collection::vec(arb_led(), 0..4).prop_map(Command::Led),
         prop::collection::vec(arb_buz(), 0..4).prop_map(Command::Buz),
         (any::<u8>(), any::<u32>()).prop_map(|(address, baud)| Command::ComSet { address, baud }),
-        any::<[u8; 16]>().prop_map(|key| Command::KeySet { key }),
+        any::<[u8; 16]>().prop_map(|key| Command::KeySet { key: KeyBytes(key) }),
         any::<[u8; 8]>().prop_map(|random| Command::Chlng { random }),
         any::<[u8; 16]>().prop_map(|cryptogram| Command::Scrypt { cryptogram }),
         (any::<u8>(), any::<u32>(), any::<u32>(), bytes(200)).prop_map(

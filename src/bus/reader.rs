@@ -19,7 +19,8 @@ use crate::credset::SetView;
 use crate::events::{AccessReason, Event, EventKind};
 use crate::osdp::frame::Frame;
 use crate::osdp::message::{
-    Buz, Command, Led, LedPermanent, LedTemporary, Manufacturer, NakReason, Out, Reply,
+    Buz, CAP_COMMUNICATION_SECURITY, Command, Led, LedPermanent, LedTemporary, Manufacturer,
+    NakReason, Out, Reply,
 };
 use crate::push::mfg::{MfgCommand, MfgReply, REASON_EXPIRED, REASON_NOT_YET_VALID, REASON_OK};
 use crate::store::{SetState, Store};
@@ -463,12 +464,14 @@ impl ReaderCtl {
                     self.idle = false;
                 }
             }
+            (Purpose::Handshake, Reply::Nak(NakReason::SecureChannelUnsupported)) => {
+                self.security_problem(SecureError::Unsupported, now);
+            }
             (Purpose::Probe | Purpose::Caps | Purpose::Handshake, Reply::Nak(reason)) => {
-                // Answers, but not as a reader we can use: try again at the next probe (with the
-                // configured key first, should the default one have been refused).
+                // Answers, but not as a reader we can use: try again at the next probe.
                 debug!(door = %self.door.id, ?reason, "NAK while coming online");
                 if let Some(sc) = self.security.as_mut() {
-                    sc.refused();
+                    sc.reset();
                 }
                 if self.announced {
                     self.go_offline(now);
@@ -493,19 +496,31 @@ impl ReaderCtl {
                 self.phase = Phase::Caps;
             }
             (Purpose::Probe, _) => self.phase = Phase::Caps,
-            (Purpose::Handshake, _) => {}
-            (Purpose::Caps, reply) => {
-                if let Reply::PdCap(cap) = &reply
-                    && let Some(size) = cap.receive_buffer_size()
-                {
-                    self.rx_buffer = usize::from(size).max(32);
+            (Purpose::Handshake, _) => {
+                if let Some(stop) = self.security.as_mut().and_then(ReaderSecurity::take_stop) {
+                    self.security_problem(stop, now);
                 }
-                if let Some(sc) = self.security.as_mut() {
-                    // Sequence 0 ended any earlier session on the reader's side too.
-                    sc.reset();
-                    self.phase = Phase::Secure;
-                } else {
-                    self.come_online(now);
+            }
+            (Purpose::Caps, reply) => {
+                // A PD that lists communication security without AES-128 cannot run it; one
+                // that does not list it at all is still tried (it NAKs CHLNG if it cannot).
+                let mut unsupported = false;
+                if let Reply::PdCap(cap) = &reply {
+                    if let Some(size) = cap.receive_buffer_size() {
+                        self.rx_buffer = usize::from(size).max(32);
+                    }
+                    unsupported = cap.get(CAP_COMMUNICATION_SECURITY).is_some()
+                        && !cap.supports_secure_channel();
+                }
+                match self.security.as_mut().map(|sc| (sc.check_start(), sc)) {
+                    None => self.come_online(now),
+                    Some(_) if unsupported => self.security_problem(SecureError::Unsupported, now),
+                    Some((Err(e), _)) => self.security_problem(e, now),
+                    Some((Ok(()), sc)) => {
+                        // Sequence 0 ended any earlier session on the reader's side too.
+                        sc.reset();
+                        self.phase = Phase::Secure;
+                    }
                 }
             }
             (Purpose::Sync, Reply::Ack) => {
@@ -661,7 +676,47 @@ impl ReaderCtl {
         }
     }
 
+    /// The handshake stopped for `e` (the reader refused the door's key, cannot run the Secure
+    /// Channel, a new key could not be stored): the door says why, once per episode, with one
+    /// `tamper` for a refused key, and the reader is tried again at the next probe.
+    fn security_problem(&mut self, e: SecureError, now: Instant) {
+        let Some(sc) = self.security.as_mut() else {
+            return;
+        };
+        sc.reset();
+        if let Some(problem) = e.problem() {
+            let (report, tamper) = sc.note(&problem, matches!(e, SecureError::KeyRefused));
+            if report {
+                warn!(door = %self.door.id, "{e}; trying again every {PROBE_EVERY:?}");
+                self.report(DoorReport::Security {
+                    door: self.door.id.clone(),
+                    problem: Some(problem),
+                });
+            } else {
+                debug!(door = %self.door.id, "{e}");
+            }
+            if tamper {
+                self.event(EventKind::Tamper);
+            }
+        }
+        if self.announced {
+            self.go_offline(now);
+        } else {
+            self.phase = Phase::Offline;
+            self.seq = 0;
+            self.resend = None;
+            self.next_probe = now + PROBE_EVERY;
+        }
+    }
+
     fn come_online(&mut self, now: Instant) {
+        if self.security.as_mut().is_some_and(ReaderSecurity::came_up) {
+            info!(door = %self.door.id, "secure channel up");
+            self.report(DoorReport::Security {
+                door: self.door.id.clone(),
+                problem: None,
+            });
+        }
         self.phase = Phase::Ready;
         if self.announced {
             // Back after a new Secure Channel handshake: nothing to announce.

@@ -181,6 +181,10 @@ pub struct DoorConfig {
     pub mode: DoorMode,
     /// Secure Channel base key file (32 hex digits, mode 0600 or stricter).
     pub scbk_file: Option<PathBuf>,
+    /// Whether `scbk_file` may be absent: the hub then pairs a new reader in install mode once
+    /// and writes the file. Otherwise the file must exist.
+    #[serde(default)]
+    pub install_key: bool,
     /// Hub mode: osdp_OUT output number for the strike.
     #[serde(default)]
     pub strike_output: u8,
@@ -426,6 +430,26 @@ pub enum ScbkError {
         /// Its permission bits.
         mode: u32,
     },
+    /// Absent, and the door may not pair a new reader.
+    #[error(
+        "{} does not exist; put the reader's key there, or set install_key = true to pair a \
+         new reader in install mode",
+        path.display()
+    )]
+    Missing {
+        /// The key file.
+        path: PathBuf,
+    },
+    /// Absent, and the hub could not write it when pairing.
+    #[error(
+        "{} does not exist yet and its directory is missing, so the key of a new reader \
+         could not be stored there",
+        path.display()
+    )]
+    NoDirectory {
+        /// The key file.
+        path: PathBuf,
+    },
     /// Not 32 hex digits.
     #[error(
         "{} must hold exactly 32 hex digits (the 16-byte Secure Channel base key); \
@@ -439,14 +463,49 @@ pub enum ScbkError {
 }
 
 impl DoorConfig {
-    /// Reads the Secure Channel base key: `None` when no `scbk_file` is set. Checks the file's
-    /// mode first, so a key that others could read is refused.
+    /// Reads the Secure Channel base key: `None` when no `scbk_file` is set, or when it does
+    /// not exist yet and `install_key` lets the hub pair a new reader (see
+    /// [`DoorConfig::pairs`]). Checks the file's mode first, so a key that others could read is
+    /// refused.
     pub fn read_scbk(&self) -> Result<Option<[u8; 16]>, ScbkError> {
-        match &self.scbk_file {
-            None => Ok(None),
-            Some(path) => read_scbk_file(path).map(Some),
+        let Some(path) = &self.scbk_file else {
+            return Ok(None);
+        };
+        if absent(path) {
+            if !self.install_key {
+                return Err(ScbkError::Missing { path: path.clone() });
+            }
+            let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+            if dir.is_some_and(|d| !d.is_dir()) {
+                return Err(ScbkError::NoDirectory { path: path.clone() });
+            }
+            return Ok(None);
         }
+        read_scbk_file(path).map(Some)
     }
+
+    /// Whether the hub will pair a new reader at this door in install mode: `install_key` is
+    /// set and the key file does not exist yet.
+    pub fn pairs(&self) -> bool {
+        self.install_key && self.scbk_file.as_deref().is_some_and(absent)
+    }
+
+    /// One line for `check-config`: how the door's Secure Channel starts.
+    pub fn secure_channel_plan(&self) -> String {
+        let plan = if self.pairs() {
+            "will pair a new reader in install mode (install_key = true, no key file yet)"
+        } else if self.scbk_file.is_some() {
+            "uses its key file"
+        } else {
+            "no Secure Channel"
+        };
+        format!("{}: {plan}", self.id)
+    }
+}
+
+/// Whether nothing is at `path`, not even a dangling link: only then may a new key go there.
+fn absent(path: &Path) -> bool {
+    matches!(std::fs::symlink_metadata(path), Err(e) if e.kind() == std::io::ErrorKind::NotFound)
 }
 
 fn read_scbk_file(path: &Path) -> Result<[u8; 16], ScbkError> {

@@ -112,6 +112,7 @@ const DOOR: &[Spec] = &[
     required("address", int(0, 126, "")),
     required("mode", Kind::Enum(&["stored", "hub"])),
     key("scbk_file", Kind::Str),
+    key("install_key", Kind::Bool),
     key("strike_output", int(0, 255, "")),
     // osdp_OUT's timer counts 100 ms units in a u16, but a strike held past 25.5 s is a mistake.
     key("strike_ms", int(100, 25_500, " ms")),

@@ -216,6 +216,12 @@ impl Checker<'_, '_> {
             if let Some(path) = &mut door.scbk_file {
                 self.resolve(path);
             }
+            if door.install_key && door.scbk_file.is_none() {
+                self.err(
+                    &base.key("install_key"),
+                    "install_key = true needs scbk_file: the key of the new reader is stored there",
+                );
+            }
             if let Err(e) = door.read_scbk() {
                 self.err(&base.key("scbk_file"), e.to_string());
             }

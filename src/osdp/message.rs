@@ -6,6 +6,7 @@
 //! a Secure Channel frame is only meaningful once [`super::secure`] has decrypted it.
 
 use super::frame::Frame;
+use super::secure::KeyBytes;
 use thiserror::Error;
 
 /// osdp_POLL: "anything to report?".
@@ -301,8 +302,8 @@ pub enum Command {
     },
     /// osdp_KEYSET (0x75): key type 1 (SCBK), length 16, key.
     KeySet {
-        /// The new Secure Channel base key.
-        key: [u8; 16],
+        /// The new Secure Channel base key (its `Debug` hides the bytes).
+        key: KeyBytes,
     },
     /// osdp_CHLNG (0x76): the CP's 8-byte random number.
     Chlng {
@@ -398,7 +399,7 @@ impl Command {
             }
             Command::KeySet { key } => {
                 out.extend_from_slice(&[KEY_TYPE_SCBK, 16]);
-                out.extend_from_slice(key);
+                out.extend_from_slice(&key.0);
             }
             Command::Chlng { random } => out.extend_from_slice(random),
             Command::Scrypt { cryptogram } => out.extend_from_slice(cryptogram),
@@ -527,11 +528,13 @@ impl Command {
                     });
                 }
                 Command::KeySet {
-                    key: exact::<16>(code, key, "18").map_err(|_| MessageError::BadLength {
-                        code,
-                        expected: "18",
-                        found: data.len(),
-                    })?,
+                    key: KeyBytes(exact::<16>(code, key, "18").map_err(|_| {
+                        MessageError::BadLength {
+                            code,
+                            expected: "18",
+                            found: data.len(),
+                        }
+                    })?),
                 }
             }
             CMD_CHLNG => Command::Chlng {
@@ -1061,12 +1064,33 @@ mod tests {
     }
 
     #[test]
+    fn keyset_debug_hides_the_key() {
+        let key = [
+            0xA7, 0x3C, 0x19, 0xE2, 0x5D, 0x80, 0x41, 0xF6, 0x0B, 0x92, 0xC8, 0x37, 0x6E, 0xD4,
+            0x25, 0xBF,
+        ];
+        let cmd = Command::KeySet { key: KeyBytes(key) };
+        let shown = format!("{cmd:?}");
+        for form in [
+            hex::encode(key),
+            hex::encode_upper(key),
+            format!("{key:?}"),
+            format!("{key:x?}"),
+        ] {
+            assert!(!shown.contains(&form), "{form} in {shown}");
+        }
+        assert_eq!(format!("{cmd:?}"), "KeySet { key: KeyBytes(..) }");
+    }
+
+    #[test]
     fn keyset_checks_type_and_length() {
         let mut bytes = vec![1, 16];
         bytes.extend_from_slice(&[7; 16]);
         assert_eq!(
             Command::decode(CMD_KEYSET, &bytes),
-            Ok(Command::KeySet { key: [7; 16] })
+            Ok(Command::KeySet {
+                key: KeyBytes([7; 16])
+            })
         );
         bytes[0] = 2;
         assert!(Command::decode(CMD_KEYSET, &bytes).is_err());

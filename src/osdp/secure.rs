@@ -57,7 +57,12 @@ use std::fmt;
 
 use aes::Aes128;
 use aes::cipher::generic_array::GenericArray;
-use aes::cipher::{BlockDecrypt, BlockEncrypt, KeyInit};
+use aes::cipher::{BlockDecryptMut, BlockEncrypt, BlockEncryptMut, KeyInit, KeyIvInit};
+use subtle::ConstantTimeEq;
+
+/// AES-128 in CBC mode, for the data blocks and the MAC chain (OSDP pads by itself).
+type CbcEnc = cbc::Encryptor<Aes128>;
+type CbcDec = cbc::Decryptor<Aes128>;
 
 /// AES block size; padding, cryptograms and MACs are all one or more blocks.
 const BLOCK: usize = 16;
@@ -158,6 +163,18 @@ impl fmt::Debug for Scbk {
     }
 }
 
+/// 16 bytes of key material (a reader's SCBK, or the new key of an osdp_KEYSET): copied and
+/// compared like the array it wraps, but its `Debug` never shows the bytes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct KeyBytes(pub [u8; 16]);
+
+impl fmt::Debug for KeyBytes {
+    // Never print key material into logs.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("KeyBytes(..)")
+    }
+}
+
 impl Scbk {
     /// The 16 key bytes.
     pub fn bytes(&self) -> [u8; 16] {
@@ -209,14 +226,6 @@ fn aes_block(key: &[u8; 16], block: &[u8; 16]) -> [u8; 16] {
     b.into()
 }
 
-fn xor_block(a: &[u8; 16], b: &[u8; 16]) -> [u8; 16] {
-    let mut out = [0u8; 16];
-    for (o, (x, y)) in out.iter_mut().zip(a.iter().zip(b.iter())) {
-        *o = x ^ y;
-    }
-    out
-}
-
 fn not_block(a: &[u8; 16]) -> [u8; 16] {
     let mut out = *a;
     for b in &mut out {
@@ -228,10 +237,7 @@ fn not_block(a: &[u8; 16]) -> [u8; 16] {
 /// Equality that takes the same time wherever the first difference is, so a forged MAC or
 /// cryptogram learns nothing from timing.
 fn ct_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    a.ct_eq(b).into()
 }
 
 /// A 16-byte block from a slice of exactly 16 bytes; an error otherwise.
@@ -323,46 +329,35 @@ impl SessionKeys {
     /// the last, S-MAC2 for the last; `80`-then-zeros padding only when `msg` is not whole
     /// blocks (an empty `msg` is one padding block, as in libosdp).
     pub fn mac(&self, iv: &[u8; 16], msg: &[u8]) -> [u8; 16] {
-        let mut blocks: Vec<[u8; 16]> = Vec::with_capacity(msg.len() / BLOCK + 1);
-        let mut chunks = msg.chunks_exact(BLOCK);
-        for chunk in &mut chunks {
-            let mut b = [0u8; 16];
-            b.copy_from_slice(chunk);
-            blocks.push(b);
+        let mut blocks = msg.to_vec();
+        if !msg.len().is_multiple_of(BLOCK) || msg.is_empty() {
+            blocks.push(PAD_MARKER);
+            blocks.resize(blocks.len().next_multiple_of(BLOCK), 0);
         }
-        let rest = chunks.remainder();
-        if !rest.is_empty() || msg.is_empty() {
-            let mut b = [0u8; 16];
-            b[..rest.len()].copy_from_slice(rest);
-            b[rest.len()] = PAD_MARKER;
-            blocks.push(b);
+        // At least one block: the last one goes under S-MAC2, chained from the others.
+        let split = blocks.len() - BLOCK;
+        let (init, last) = blocks.split_at_mut(split);
+        let mut mac1 = CbcEnc::new(&self.s_mac1.into(), &(*iv).into());
+        for chunk in init.chunks_exact_mut(BLOCK) {
+            mac1.encrypt_block_mut(GenericArray::from_mut_slice(chunk));
         }
-        let mut chain = *iv;
-        let last = blocks.len() - 1; // at least one block was pushed above
-        for (i, b) in blocks.iter().enumerate() {
-            let key = if i == last {
-                &self.s_mac2
-            } else {
-                &self.s_mac1
-            };
-            chain = aes_block(key, &xor_block(&chain, b));
-        }
-        chain
+        let chain = match init.rchunks_exact(BLOCK).next() {
+            Some(prev) => GenericArray::clone_from_slice(prev),
+            None => GenericArray::from(*iv),
+        };
+        let mut mac2 = CbcEnc::new(&self.s_mac2.into(), &chain);
+        let last = GenericArray::from_mut_slice(last);
+        mac2.encrypt_block_mut(last);
+        (*last).into()
     }
 
     /// Pads and encrypts a data block: AES-CBC with S-ENC, IV `!last_mac_other_direction`.
     pub fn encrypt(&self, last_mac_other_direction: &[u8; 16], data: &[u8]) -> Vec<u8> {
-        let cipher = Aes128::new(&GenericArray::from(self.s_enc));
-        let mut chain = not_block(last_mac_other_direction);
+        let iv = not_block(last_mac_other_direction);
+        let mut cbc = CbcEnc::new(&self.s_enc.into(), &iv.into());
         let mut out = pad(data);
         for chunk in out.chunks_exact_mut(BLOCK) {
-            let mut b = GenericArray::clone_from_slice(chunk); // chunks_exact: 16 bytes
-            for (x, c) in b.iter_mut().zip(chain.iter()) {
-                *x ^= c;
-            }
-            cipher.encrypt_block(&mut b);
-            chunk.copy_from_slice(&b);
-            chain = b.into();
+            cbc.encrypt_block_mut(GenericArray::from_mut_slice(chunk));
         }
         out
     }
@@ -376,18 +371,11 @@ impl SessionKeys {
         if !ciphertext.len().is_multiple_of(BLOCK) || ciphertext.is_empty() {
             return Err(ScError::BadPadding);
         }
-        let cipher = Aes128::new(&GenericArray::from(self.s_enc));
-        let mut chain = not_block(last_mac_other_direction);
+        let iv = not_block(last_mac_other_direction);
+        let mut cbc = CbcDec::new(&self.s_enc.into(), &iv.into());
         let mut out = ciphertext.to_vec();
         for chunk in out.chunks_exact_mut(BLOCK) {
-            let mut next_chain = [0u8; 16];
-            next_chain.copy_from_slice(chunk); // chunks_exact: 16 bytes
-            let mut b = GenericArray::from(next_chain);
-            cipher.decrypt_block(&mut b);
-            for (x, (p, c)) in chunk.iter_mut().zip(b.iter().zip(chain.iter())) {
-                *x = p ^ c;
-            }
-            chain = next_chain;
+            cbc.decrypt_block_mut(GenericArray::from_mut_slice(chunk));
         }
         unpad(out)
     }
@@ -994,6 +982,14 @@ mod tests {
     ];
     const UID: [u8; 8] = [1, 2, 3, 4, 5, 6, 7, 8];
 
+    fn xor_block(a: &[u8; 16], b: &[u8; 16]) -> [u8; 16] {
+        let mut out = [0u8; 16];
+        for (o, (x, y)) in out.iter_mut().zip(a.iter().zip(b.iter())) {
+            *o = x ^ y;
+        }
+        out
+    }
+
     fn pair(scbk: Scbk) -> (SecureChannel, SecureChannel) {
         let mut cp = SecureChannel::new(Role::Cp);
         let mut pd = SecureChannel::new(Role::Pd);
@@ -1030,6 +1026,33 @@ mod tests {
         f.extend_from_slice(sealing.payload());
         let mac = sealing.finish(&f).unwrap();
         (f, mac)
+    }
+
+    #[test]
+    fn debug_never_shows_key_material() {
+        let hidden = |shown: &str, key: &[u8; 16]| {
+            for form in [
+                hex::encode(key),
+                hex::encode_upper(key),
+                format!("{key:?}"),
+                format!("{key:x?}"),
+                format!("{key:X?}"),
+            ] {
+                assert!(!shown.contains(&form), "{form} in {shown}");
+            }
+        };
+        let (cp, pd) = pair(Scbk::Key(KEY));
+        let keys = SessionKeys::derive(&KEY, &[9; 8]);
+        let shown = format!(
+            "{:?} {:?} {:?} {:?} {keys:?}",
+            KeyBytes(KEY),
+            Scbk::Key(KEY),
+            cp,
+            pd
+        );
+        for key in [KEY, keys.s_enc, keys.s_mac1, keys.s_mac2] {
+            hidden(&shown, &key);
+        }
     }
 
     #[test]

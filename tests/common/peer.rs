@@ -101,6 +101,8 @@ pub struct PeerOptions {
     pub scbk: Option<[u8; 16]>,
     /// Vendor code of the MFG commands (libosdp's integer, default 0x48440A).
     pub vendor_code: Option<u32>,
+    /// Print an `rx` line (code, security block) for every frame the peer receives.
+    pub trace: bool,
 }
 
 impl PeerOptions {
@@ -112,6 +114,7 @@ impl PeerOptions {
             rx_buffer: None,
             scbk: None,
             vendor_code: None,
+            trace: false,
         }
     }
 }
@@ -162,6 +165,9 @@ impl Peer {
         }
         if let Some(v) = opts.vendor_code {
             cmd.args(["--vendor-code", &format!("{v:#x}")]);
+        }
+        if opts.trace {
+            cmd.arg("--trace");
         }
         cmd.stdin(Stdio::piped())
             .stdout(Stdio::piped())

@@ -2,7 +2,7 @@
 """An OSDP Peripheral Device built on libosdp, the independent peer of doorhub's interop tests.
 
     pd_peer.py --port PTY|pty --address N --mode stored|plain [--rx-buffer 256] [--scbk HEX]
-               [--vendor-code 0x48440A] [--log-level warning]
+               [--vendor-code 0x48440A] [--log-level warning] [--trace]
 
 The wrapper reads the port itself and hands libosdp exactly one complete frame (SOM .. LEN bytes,
 CRC or checksum checked) per refresh, and writes each reply in one write: a libosdp PD drops a
@@ -132,6 +132,18 @@ class FrameSplitter:
             self.last_rx = time.monotonic()
             return self.next_frame()
         return None
+
+
+def frame_trace(frame):
+    """`--trace`: what a received frame is, as the wire shows it: its code and security block."""
+    scb = None
+    at = 5
+    if frame[4] & 0x08 and len(frame) > 6:
+        n = frame[5]
+        scb = frame[5:5 + n].hex()
+        at = 5 + n
+    code = frame[at] if at < len(frame) else None
+    return {"event": "rx", "code": code, "scb": scb}
 
 
 class PtyPort:
@@ -659,6 +671,8 @@ class Peer:
                     self.dropped_oversize += 1
                     emit({"event": "dropped", "bytes": len(frame) + 1})
                     frame = None
+            if frame is not None and self.args.trace:
+                emit(frame_trace(frame))
             with self.lock:
                 if frame is not None:
                     self.channel.pending = frame
@@ -739,6 +753,8 @@ def parse_args(argv=None):
     p.add_argument("--scbk", help="Secure Channel base key, 32 hex digits (enforces SC)")
     p.add_argument("--vendor-code", type=lambda s: int(s, 0), default=0x48440A)
     p.add_argument("--baud", type=int, default=115200)
+    p.add_argument("--trace", action="store_true",
+                   help="print each received frame's code and security block (`rx` lines)")
     p.add_argument("--log-level", default="warning",
                    choices=["error", "warning", "notice", "info", "debug"])
     args = p.parse_args(argv)
