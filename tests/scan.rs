@@ -1,5 +1,6 @@
 //! `doorhub scan` against simulated readers on a pty pair.
 
+use doorhub::scan::Progress;
 use doorhub::sim::{Mode, Reader, ReaderOptions};
 use tokio::sync::mpsc;
 use tokio_serial::SerialStream;
@@ -14,12 +15,30 @@ async fn scan_lists_the_readers_that_answer() {
         ReaderOptions::new(4, Mode::Stored),
     ]);
     let task = tokio::spawn(sim.run(master, script_rx, events));
-    let mut tried = Vec::new();
-    let found = doorhub::scan::scan(slave, 115_200, 0..=5, |a| tried.push(a))
-        .await
-        .unwrap();
+    let mut told = Vec::new();
+    let found = doorhub::scan::scan(slave, 115_200, 0..=5, |p| {
+        told.push(match p {
+            Progress::Probing(a) => format!("probing {a}"),
+            Progress::Found(f) => format!("found {}", f.address),
+        })
+    })
+    .await
+    .unwrap();
     task.abort();
-    assert_eq!(tried, vec![0, 1, 2, 3, 4, 5]);
+    // Each reader is told as soon as it answered, before the next address is probed.
+    assert_eq!(
+        told,
+        [
+            "probing 0",
+            "probing 1",
+            "found 1",
+            "probing 2",
+            "probing 3",
+            "probing 4",
+            "found 4",
+            "probing 5"
+        ]
+    );
     let addresses: Vec<u8> = found.iter().map(|f| f.address).collect();
     assert_eq!(addresses, vec![1, 4]);
     let line = found[0].to_string();
