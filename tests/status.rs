@@ -6,8 +6,10 @@ mod common;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 
 use common::hub::{HUB, Hub, WAIT, credentials, digest, publish_snapshot, reported, topic};
+use common::simbus::SimBus;
 use common::status::{json_until, status, table, text};
 use common::{Broker, Subscriber};
+use doorhub::sim::{Mode, ReaderOptions};
 use serde_json::Value;
 
 fn line_starting<'a>(table: &'a str, start: &str) -> &'a str {
@@ -150,6 +152,26 @@ async fn status_shows_the_daemon_and_still_answers_without_the_broker() {
     assert!(t.contains("\n          last error "), "{t}");
     assert!(!t.contains("password"), "{t}");
 
+    // `doorhub status | head -1`: once the reader has quit, the rest goes nowhere, and that is
+    // a normal end.
+    for json in [false, true] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_doorhub"));
+        cmd.args(["status", "--socket", text(&socket)]);
+        if json {
+            cmd.arg("--json");
+        }
+        let out = cmd
+            .stdout(std::process::Stdio::from(writer))
+            .output()
+            .await
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "json {json}: {err}");
+        assert!(!err.contains("panicked"), "json {json}: {err}");
+    }
+
     daemon.shutdown();
     daemon.wait().await.unwrap();
     assert!(!socket.exists(), "the socket is removed on the way out");
@@ -184,6 +206,9 @@ async fn a_stale_socket_is_replaced_and_anything_else_left_alone() {
     // What a crash leaves: a socket file nobody listens on.
     drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());
     let daemon = hub.start();
+    // Until the daemon has replaced it, connecting to the stale socket is refused.
+    let answers = || std::os::unix::net::UnixStream::connect(&socket).is_ok();
+    assert!(common::wait_until(WAIT, answers).await);
     json_until(&socket, "an answer", |d| d["hub"]["id"] == HUB).await;
     daemon.shutdown();
     daemon.wait().await.unwrap();
@@ -197,4 +222,72 @@ async fn a_stale_socket_is_replaced_and_anything_else_left_alone() {
     daemon.shutdown();
     daemon.wait().await.unwrap();
     assert_eq!(std::fs::read_to_string(&socket).unwrap(), "not a socket");
+}
+
+/// The transfers `doorhub status --json` shows on the first bus.
+fn transfers(doc: &Value) -> &[Value] {
+    doc["buses"][0]["transfers"]
+        .as_array()
+        .map_or(&[], Vec::as_slice)
+}
+
+#[tokio::test]
+async fn status_shows_a_table_transfer_under_way_until_the_door_is_in_sync() {
+    let broker = Broker::start();
+    // A reader that takes its time, as on a real line: 38,400 baud, every byte paced.
+    let bus = SimBus::start(vec![ReaderOptions {
+        baud: Some(38_400),
+        ..ReaderOptions::new(1, Mode::Stored)
+    }]);
+    let hub = Hub::with_bus(&broker, &bus.path, 38_400, &[("lobby", "stored", 1)], "");
+    let socket = hub.config().hub.status_socket;
+    let daemon = hub.start();
+    let mut sub = Subscriber::connect(&broker, &[&topic("#")]).await;
+    // About 13 kB of table: some 4 s on this line.
+    publish_snapshot(&mut sub, "lobby", 5, &credentials("lobby", 1000), 1).await;
+
+    let doc = json_until(&socket, "a transfer half way", |d| {
+        transfers(d).first().is_some_and(|t| {
+            let sent = t["bytes_sent"].as_u64().unwrap_or(0);
+            0 < sent && sent < t["bytes_total"].as_u64().unwrap_or(0)
+        })
+    })
+    .await;
+    let t = &transfers(&doc)[0];
+    assert_eq!(
+        (t["door"].as_str(), t["address"].as_u64()),
+        (Some("lobby"), Some(1))
+    );
+    assert!(t["files_sent"].as_u64() < t["files_total"].as_u64(), "{t}");
+    assert!(t["files_total"].as_u64() >= Some(1), "{t}");
+    assert!(
+        humantime::parse_rfc3339(t["started_at"].as_str().unwrap()).is_ok(),
+        "{t}"
+    );
+    // At most the line's 3,840 bytes a second: the reader answers every fragment in between.
+    let rate = t["rate_bytes_per_s"]
+        .as_u64()
+        .expect("a rate once bytes went out");
+    assert!((1..=3840).contains(&rate), "{t}");
+    let left = t["bytes_total"].as_u64().unwrap() - t["bytes_sent"].as_u64().unwrap();
+    assert_eq!(t["eta_s"].as_u64(), Some(left.div_ceil(rate)), "{t}");
+
+    // The table says it too, under the bus.
+    let end = std::time::Instant::now() + WAIT;
+    loop {
+        let out = table(&["--socket", text(&socket)]).await;
+        if out.contains("sending lobby (address 1) its table: ") {
+            break;
+        }
+        assert!(std::time::Instant::now() < end, "no transfer in\n{out}");
+    }
+
+    // Gone once the reader holds the table.
+    let doc = json_until(&socket, "lobby in sync with no transfer", |d| {
+        transfers(d).is_empty() && d["doors"][0]["status"] == "in_sync"
+    })
+    .await;
+    assert_eq!(doc["doors"][0]["applied"], 5);
+    daemon.shutdown();
+    daemon.wait().await.unwrap();
 }
