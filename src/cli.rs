@@ -267,7 +267,7 @@ pub fn status(socket: Option<&Path>, config: Option<&Path>, json: bool) -> ExitC
 
 /// Writes `text` to stdout and returns `code`. A closed stdout (`doorhub status | head -1`) is a
 /// normal end: whoever read it has what they wanted. Any other write error fails the command.
-pub fn finish(text: &str, code: ExitCode) -> ExitCode {
+fn finish(text: &str, code: ExitCode) -> ExitCode {
     let mut out = std::io::stdout().lock();
     match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
         Ok(()) => code,

@@ -157,8 +157,11 @@ async fn scan_with_a_closed_stdout_ends_normally() {
     let bus = two_readers();
     let (reader, writer) = std::io::pipe().unwrap();
     drop(reader);
+    // Spawned, not `output()`: that would replace stdout with a pipe of its own.
     let out = scan_command(&bus, Stdio::from(writer), Stdio::piped())
-        .output()
+        .spawn()
+        .unwrap()
+        .wait_with_output()
         .await
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);

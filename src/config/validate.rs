@@ -414,7 +414,10 @@ fn check_data_dir(path: &Path) -> Result<(), String> {
         return Err(format!("{shown} is not a directory"));
     }
     let user = probe(path).map_err(|e| {
-        format!("cannot write in {shown}: {e}; the user running doorhub must own it")
+        format!(
+            "cannot write in {shown}: {e}; the user doorhub runs as must own it and be able to \
+             write in it (check as that user: sudo -u doorhub doorhub check-config)"
+        )
     })?;
     // Setting the mode takes the owner (or root).
     if user != 0 && meta.uid() != user {
