@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::io::Read;
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::error::ConfigError;
 use super::locate::{KeyPath, Locator};
@@ -456,22 +457,31 @@ fn check_creatable(path: &Path) -> Result<(), String> {
             }
         }
     };
-    std::fs::DirBuilder::new()
-        .mode(0o700)
-        .create(missing)
-        .and_then(|()| std::fs::remove_dir(missing))
-        .map_err(|e| {
-            format!(
-                "{shown} does not exist and cannot be created in {}: {e}",
-                parent.display()
-            )
-        })
+    match std::fs::DirBuilder::new().mode(0o700).create(missing) {
+        // Made, so the check passed; if another process put something in it meanwhile, it stays.
+        Ok(()) => {
+            let _ = std::fs::remove_dir(missing);
+            Ok(())
+        }
+        // Made meanwhile by someone else (a daemon starting): it is there, and theirs to keep.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
+    .map_err(|e| {
+        format!(
+            "{shown} does not exist and cannot be created in {}: {e}",
+            parent.display()
+        )
+    })
 }
 
 /// Makes and removes a file in `dir`; returns the user id it got, which is the user running
 /// this (files are made with the effective user id).
 fn probe(dir: &Path) -> std::io::Result<u32> {
-    let path = dir.join(format!(".doorhub-check-{}", std::process::id()));
+    // Unique per call too: one process may check several configurations at once (tests).
+    static PROBES: AtomicU64 = AtomicU64::new(0);
+    let n = PROBES.fetch_add(1, Ordering::Relaxed);
+    let path = dir.join(format!(".doorhub-check-{}-{n}", std::process::id()));
     let made = || {
         std::fs::OpenOptions::new()
             .write(true)
