@@ -1,6 +1,8 @@
 //! Checks that need the typed values: ids, the broker URL, files, names that refer to each
-//! other. Types and number ranges were checked before, in `schema`. Also fills in what the file
-//! may leave out (`client_id`) and resolves relative paths.
+//! other, and what the daemon needs of the machine when it starts (the store's folder, the TLS
+//! setup, the serial ports), so that a file that passes does not stop the daemon. Types and number
+//! ranges were checked before, in `schema`. Also fills in what the file may leave out
+//! (`client_id`) and resolves relative paths.
 
 use std::collections::BTreeMap;
 use std::io::Read;
