@@ -1,9 +1,12 @@
 //! What the subcommands do, kept in the library so tests can call them.
 
+use std::fmt;
+use std::io::{IsTerminal, Write};
+use std::ops::RangeInclusive;
 use std::path::Path;
 use std::process::ExitCode;
 
-use tracing::error;
+use tracing::{error, warn};
 
 use crate::config::Config;
 
@@ -17,24 +20,35 @@ pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
         .build()
 }
 
-/// `doorhub check-config`: prints every problem at once; exit status 1 if there is any.
+/// `doorhub check-config`: prints every problem at once; exit status 1 if there is any. Besides
+/// the file itself it checks what `run` needs of the machine (`Config::check`); what `run`
+/// copes with (a serial port not plugged in yet) is a warning, which does not fail the check.
 pub fn check_config(path: &Path) -> ExitCode {
-    match Config::load(path) {
-        Ok(config) => {
-            println!(
-                "{}: OK (hub {}, {} buses, {} doors)",
+    match Config::check(path) {
+        Ok(checked) => {
+            for warning in &checked.warnings {
+                tell(format_args!("warning: {warning}"));
+            }
+            let config = &checked.config;
+            let warnings = match checked.warnings.len() {
+                0 => String::new(),
+                1 => ", 1 warning".to_owned(),
+                n => format!(", {n} warnings"),
+            };
+            let mut out = format!(
+                "{}: OK (hub {}, {} buses, {} doors{warnings})\n",
                 path.display(),
                 config.hub.id,
                 config.bus.len(),
                 config.door.len()
             );
             for door in &config.door {
-                println!("  {}", door.secure_channel_plan());
+                out.push_str(&format!("  {}\n", door.secure_channel_plan()));
             }
-            ExitCode::SUCCESS
+            finish(&out, ExitCode::SUCCESS)
         }
         Err(errors) => {
-            eprintln!("{errors}");
+            tell(errors);
             ExitCode::FAILURE
         }
     }
@@ -57,15 +71,19 @@ fn tune_allocator() {
 /// `doorhub run`: loads the config (refusing to start on any problem), then runs the daemon
 /// until SIGTERM or SIGINT. Exit status 0 after a clean shutdown.
 pub fn run(path: &Path) -> ExitCode {
-    let config = match Config::load(path) {
+    let checked = match Config::check(path) {
         Ok(c) => c,
         Err(errors) => {
-            eprintln!("{errors}");
-            eprintln!("doorhub: not starting; fix the config and run `doorhub check-config`");
+            tell(errors);
+            tell("doorhub: not starting; fix the config and run `doorhub check-config`");
             return ExitCode::FAILURE;
         }
     };
+    let config = checked.config;
     crate::logging::init(&config.log.level);
+    for warning in &checked.warnings {
+        warn!("{warning}");
+    }
     tune_allocator();
     let runtime = match runtime() {
         Ok(r) => r,
@@ -84,9 +102,9 @@ pub fn run(path: &Path) -> ExitCode {
 }
 
 /// `doorhub scan`: lists the readers that answer on a bus; exit status 1 if the port can't be
-/// used, 0 otherwise (also when nothing answers: that is a finding, not a failure).
-pub fn scan(port: &Path, baud: u32) -> ExitCode {
-    use std::io::Write;
+/// used, 0 otherwise (also when nothing answers: that is a finding, not a failure). On a
+/// terminal one line on stderr shows the address being probed and what answered so far.
+pub fn scan(port: &Path, baud: u32, addresses: RangeInclusive<u8>) -> ExitCode {
     use tokio_serial::SerialPortBuilderExt;
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -94,10 +112,11 @@ pub fn scan(port: &Path, baud: u32) -> ExitCode {
     {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("cannot start the runtime: {e}");
+            tell(format_args!("cannot start the runtime: {e}"));
             return ExitCode::FAILURE;
         }
     };
+    let mut view = ScanView::new(&addresses, std::io::stderr().is_terminal());
     let result = runtime.block_on(async {
         let io = tokio_serial::new(port.to_string_lossy(), baud)
             .open_native_async()
@@ -107,36 +126,104 @@ pub fn scan(port: &Path, baud: u32) -> ExitCode {
                     port.display()
                 )
             })?;
-        eprintln!(
-            "scanning {} at {baud} baud, addresses 0 to 126...",
-            port.display()
-        );
-        crate::scan::scan(io, baud, 0..=126, |a| {
-            eprint!("\r  address {a:3}");
-            let _ = std::io::stderr().flush();
-        })
-        .await
-        .map_err(|e| format!("{}: {e}", port.display()))
+        tell(format_args!(
+            "scanning {} at {baud} baud, addresses {} to {}...",
+            port.display(),
+            addresses.start(),
+            addresses.end()
+        ));
+        crate::scan::scan(io, baud, addresses.clone(), |p| view.show(p))
+            .await
+            .map_err(|e| format!("{}: {e}", port.display()))
     });
-    eprintln!();
+    view.clear();
     match result {
-        Ok(found) if found.is_empty() => {
-            println!(
-                "no reader answered on {} at {baud} baud (check wiring A/B, termination, baud and power)",
+        Ok(found) if found.is_empty() => finish(
+            &format!(
+                "no reader answered on {} at {baud} baud (check wiring A/B, termination, baud and power)\n",
                 port.display()
-            );
-            ExitCode::SUCCESS
-        }
+            ),
+            ExitCode::SUCCESS,
+        ),
         Ok(found) => {
+            let mut text = String::new();
             for f in &found {
-                println!("{f}");
+                text.push_str(&format!("{f}\n"));
             }
-            println!("{} reader(s) found", found.len());
-            ExitCode::SUCCESS
+            text.push_str(&format!("{} reader(s) found\n", found.len()));
+            finish(&text, ExitCode::SUCCESS)
         }
         Err(e) => {
-            eprintln!("doorhub scan: {e}");
+            tell(format_args!("doorhub scan: {e}"));
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// Readers named in full on the progress line; more are counted, so it stays one line.
+const SHOWN_FOUND: usize = 3;
+/// The progress line is cut to this width, so that redrawing it never wraps on a small terminal.
+const PROGRESS_WIDTH: usize = 79;
+
+/// `doorhub scan`'s progress line: on a terminal only, since a log or a pipe would get a line
+/// per address (127 of them) and nothing a person reads.
+struct ScanView {
+    tty: bool,
+    last: u8,
+    found: Vec<String>,
+    drawn: bool,
+}
+
+impl ScanView {
+    fn new(addresses: &RangeInclusive<u8>, tty: bool) -> ScanView {
+        ScanView {
+            tty,
+            last: *addresses.end(),
+            found: Vec::new(),
+            drawn: false,
+        }
+    }
+
+    fn show(&mut self, progress: crate::scan::Progress<'_>) {
+        let address = match progress {
+            crate::scan::Progress::Found(f) => {
+                self.found.push(format!(
+                    "{} ({})",
+                    f.address,
+                    hex::encode_upper(f.id.vendor)
+                ));
+                return;
+            }
+            crate::scan::Progress::Probing(a) => a,
+        };
+        if !self.tty {
+            return;
+        }
+        let mut line = format!(
+            "probing address {address}/{}, found {}",
+            self.last,
+            self.found.len()
+        );
+        if !self.found.is_empty() {
+            line.push_str(": ");
+            line.push_str(&self.found[..self.found.len().min(SHOWN_FOUND)].join(", "));
+            if self.found.len() > SHOWN_FOUND {
+                line.push_str(&format!(" and {} more", self.found.len() - SHOWN_FOUND));
+            }
+        }
+        line.truncate(PROGRESS_WIDTH);
+        // Carriage return and "erase line": the line is redrawn in place.
+        let mut err = std::io::stderr().lock();
+        let _ = write!(err, "\r\x1b[2K{line}").and_then(|()| err.flush());
+        self.drawn = true;
+    }
+
+    /// Erases the progress line, so the findings start on a clean line.
+    fn clear(&mut self) {
+        if self.drawn {
+            let mut err = std::io::stderr().lock();
+            let _ = write!(err, "\r\x1b[2K").and_then(|()| err.flush());
+            self.drawn = false;
         }
     }
 }
@@ -153,8 +240,8 @@ pub fn status(socket: Option<&Path>, config: Option<&Path>, json: bool) -> ExitC
         (None, Some(config)) => match Config::status_socket(config) {
             Ok(path) => path,
             Err(errors) => {
-                eprintln!("{errors}");
-                eprintln!("doorhub status: cannot tell the socket from the config; use --socket");
+                tell(errors);
+                tell("doorhub status: cannot tell the socket from the config; use --socket");
                 return ExitCode::FAILURE;
             }
         },
@@ -171,13 +258,30 @@ pub fn status(socket: Option<&Path>, config: Option<&Path>, json: bool) -> ExitC
         }
     });
     match shown {
-        Ok(text) => {
-            print!("{text}");
-            ExitCode::SUCCESS
-        }
+        Ok(text) => finish(&text, ExitCode::SUCCESS),
         Err(e) => {
-            eprintln!("doorhub status: {e}");
+            tell(format_args!("doorhub status: {e}"));
             ExitCode::FAILURE
         }
     }
+}
+
+/// Writes `text` to stdout and returns `code`. A closed stdout (`doorhub status | head -1`) is a
+/// normal end: whoever read it has what they wanted. Any other write error fails the command.
+fn finish(text: &str, code: ExitCode) -> ExitCode {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => code,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => code,
+        Err(e) => {
+            tell(format_args!("doorhub: cannot write the output: {e}"));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A line on stderr. `eprintln!` would panic if stderr is a closed pipe too (`2>&1 | head`);
+/// nobody is left to read the line then, so it is dropped.
+fn tell(text: impl fmt::Display) {
+    let _ = writeln!(std::io::stderr().lock(), "{text}");
 }

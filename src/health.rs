@@ -90,6 +90,19 @@ pub struct BusCounters {
     pub crc_errors: AtomicU64,
     /// Commands that got no reply in time (each retransmission counts).
     pub timeouts: AtomicU64,
+    /// Table transfers under way, by door (`doorhub status`; not in the health message).
+    transfers: Mutex<Vec<Transfer>>,
+}
+
+/// A transfer of files to one stored door, as its bus task last saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transfer {
+    /// The door.
+    pub door: String,
+    /// Its reader's address.
+    pub address: u8,
+    /// How far it has got.
+    pub progress: crate::bus::sync::Progress,
 }
 
 /// One bus's figures at one moment.
@@ -135,6 +148,37 @@ impl BusCounters {
     /// Adds one to a counter.
     pub fn bump(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Records `door`'s transfer as it is now; `None` once there is none.
+    pub fn set_transfer(
+        &self,
+        door: &str,
+        address: u8,
+        progress: Option<crate::bus::sync::Progress>,
+    ) {
+        let mut transfers = self.transfers.lock().unwrap_or_else(|e| e.into_inner());
+        let at = transfers.iter().position(|t| t.door == door);
+        match (at, progress) {
+            (Some(i), Some(progress)) => transfers[i].progress = progress,
+            (None, Some(progress)) => transfers.push(Transfer {
+                door: door.to_owned(),
+                address,
+                progress,
+            }),
+            (Some(i), None) => {
+                transfers.remove(i);
+            }
+            (None, None) => {}
+        }
+    }
+
+    /// The transfers under way.
+    pub fn transfers(&self) -> Vec<Transfer> {
+        self.transfers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 }
 
@@ -275,6 +319,7 @@ impl Health {
             rx_frames: AtomicU64::new(0),
             crc_errors: AtomicU64::new(0),
             timeouts: AtomicU64::new(0),
+            transfers: Mutex::new(Vec::new()),
         });
         self.buses
             .lock()
@@ -287,6 +332,15 @@ impl Health {
     pub fn buses(&self) -> Vec<BusFigures> {
         let buses = self.buses.lock().unwrap_or_else(|e| e.into_inner()).clone();
         buses.iter().map(|b| b.figures()).collect()
+    }
+
+    /// Every registered bus's transfers under way, with the bus's name.
+    pub fn transfers(&self) -> Vec<(String, Transfer)> {
+        let buses = self.buses.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        buses
+            .iter()
+            .flat_map(|b| b.transfers().into_iter().map(|t| (b.name.clone(), t)))
+            .collect()
     }
 
     /// The current door counts.

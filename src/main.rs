@@ -1,5 +1,6 @@
 //! The `doorhub` command: parses arguments and calls the library.
 
+use std::ops::RangeInclusive;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -34,6 +35,9 @@ enum Command {
         /// Line speed.
         #[arg(long, default_value_t = 9600)]
         baud: u32,
+        /// The addresses to probe: FIRST-LAST, or one address.
+        #[arg(long, default_value = "0-126", value_parser = addresses)]
+        addresses: RangeInclusive<u8>,
     },
     /// Show the running daemon's state: MQTT link, buses and readers, doors, outbox.
     Status {
@@ -60,11 +64,31 @@ fn main() -> ExitCode {
     match cli.command {
         Command::CheckConfig { config } => doorhub::cli::check_config(&config),
         Command::Run { config } => doorhub::cli::run(&config),
-        Command::Scan { port, baud } => doorhub::cli::scan(&port, baud),
+        Command::Scan {
+            port,
+            baud,
+            addresses,
+        } => doorhub::cli::scan(&port, baud, addresses),
         Command::Status {
             socket,
             config,
             json,
         } => doorhub::cli::status(socket.as_deref(), config.as_deref(), json),
     }
+}
+
+/// `--addresses`: `FIRST-LAST` or one address, each 0..=126.
+fn addresses(text: &str) -> Result<RangeInclusive<u8>, String> {
+    let one = |t: &str| match t.trim().parse::<u8>() {
+        Ok(a) if a <= 126 => Ok(a),
+        _ => Err(format!("{t:?} is not an address; use 0 to 126")),
+    };
+    let (first, last) = match text.split_once('-') {
+        Some((a, b)) => (one(a)?, one(b)?),
+        None => (one(text)?, one(text)?),
+    };
+    if first > last {
+        return Err(format!("{text:?}: the first address is above the last"));
+    }
+    Ok(first..=last)
 }

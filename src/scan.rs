@@ -71,18 +71,28 @@ impl fmt::Display for Found {
     }
 }
 
-/// Probes `addresses` on `io` at `baud`; `progress` is told each address as it is tried.
+/// What [`scan`] tells its caller as it goes, so a technician sees it work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress<'a> {
+    /// This address is being asked now.
+    Probing(u8),
+    /// A reader answered (before the next address is probed).
+    Found(&'a Found),
+}
+
+/// Probes `addresses` on `io` at `baud`; `progress` is told each address as it is tried and
+/// each reader as it is found.
 pub async fn scan<S: AsyncRead + AsyncWrite + Unpin>(
     io: S,
     baud: u32,
     addresses: impl IntoIterator<Item = u8>,
-    mut progress: impl FnMut(u8),
+    mut progress: impl FnMut(Progress<'_>),
 ) -> std::io::Result<Vec<Found>> {
     let (mut rx, mut tx) = tokio::io::split(io);
     let mut frames = FrameReader::crc_only();
     let mut found = Vec::new();
     for address in addresses {
-        progress(address);
+        progress(Progress::Probing(address));
         // Sequence 0: a reader that answers starts its sequence afresh, as on coming online.
         let Some(Reply::PdId(id)) = ask(
             &mut rx,
@@ -107,11 +117,13 @@ pub async fn scan<S: AsyncRead + AsyncWrite + Unpin>(
             Some(Reply::PdCap(cap)) => Some(cap),
             _ => None,
         };
-        found.push(Found {
+        let reader = Found {
             address,
             id,
             capabilities,
-        });
+        };
+        progress(Progress::Found(&reader));
+        found.push(reader);
     }
     Ok(found)
 }

@@ -1,11 +1,13 @@
 //! The configuration contract: every fixture under tests/config/valid loads, every one under
 //! tests/config/invalid fails naming the key (and line) its first comment line expects.
 
+mod common;
+
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use doorhub::config::{Config, ConfigErrors};
+use doorhub::config::{Checked, Config, ConfigErrors};
 
 const PASSWORD: &str = "pa55-Zebra-Quokka-71";
 const SCBK: &str = "00112233445566778899aabbccddeeff";
@@ -23,9 +25,14 @@ fn stage(text: &str) -> (tempfile::TempDir, PathBuf) {
         fs::write(&path, contents).expect("test setup: write");
         fs::set_permissions(&path, fs::Permissions::from_mode(mode)).expect("test setup: chmod");
     };
-    put("ca.pem", "-----BEGIN CERTIFICATE-----\n", 0o644);
-    put("hub.crt", "-----BEGIN CERTIFICATE-----\n", 0o644);
-    put("hub.key", "-----BEGIN PRIVATE KEY-----\n", 0o600);
+    // Real certificates: the check builds the TLS setup the daemon would.
+    let certs = common::TestCerts::new("hub-1");
+    let read = |p: &Path| fs::read_to_string(p).expect("test setup: read certificate");
+    put("ca.pem", &read(&certs.ca), 0o644);
+    put("hub.crt", &read(&certs.client_cert), 0o644);
+    put("hub.key", &read(&certs.client_key), 0o600);
+    put("hub-loose.key", &read(&certs.client_key), 0o640);
+    put("password-loose", PASSWORD, 0o644);
     put("password", PASSWORD, 0o600);
     put("keys/lobby.scbk", &format!("{SCBK}\n"), 0o600);
     put("keys/loose.scbk", &format!("{SCBK}\n"), 0o644);
@@ -379,4 +386,117 @@ fn example_file_is_valid() {
     };
     assert_eq!(config.hub.id, "bldg-12-hub-1");
     assert!(!config.door.is_empty());
+}
+
+/// `Config::check` on `text` staged as usual: the configuration's warnings, or its errors.
+fn check(text: &str) -> (tempfile::TempDir, Result<Checked, ConfigErrors>) {
+    let (dir, path) = stage(text);
+    (dir, Config::check_with_env(&path, Vec::new()))
+}
+
+const HEAD: &str = "[hub]\nid = \"hub-1\"\n[mqtt]\nurl = \"mqtts://b.example.com\"\n";
+
+#[test]
+fn the_same_port_under_another_name_is_refused() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let link = dir.path().join("ttyRS485");
+    std::os::unix::fs::symlink("/dev/null", &link).expect("symlink");
+    let text = format!(
+        "{HEAD}[[bus]]\nname = \"a\"\nport = \"/dev/null\"\n\
+         [[bus]]\nname = \"b\"\nport = \"{}\"\n",
+        link.display()
+    );
+    let (_dir, result) = check(&text);
+    let errors = result.expect_err("one port, two buses");
+    assert_eq!(errors.len(), 1, "{errors}");
+    let e = &errors.errors[0];
+    assert_eq!((e.key.as_str(), e.line), ("bus[1].port", Some(10)), "{e}");
+    assert!(e.message.contains("bus[0]"), "{e}");
+    assert!(e.message.contains("(both are /dev/null)"), "{e}");
+}
+
+#[test]
+fn a_missing_port_is_a_warning_because_run_retries_it() {
+    let text = format!("{HEAD}[[bus]]\nname = \"a\"\nport = \"/dev/ttyDOORHUB-ABSENT\"\n");
+    let (_dir, result) = check(&text);
+    let checked = result.unwrap_or_else(|e| panic!("a missing port is no error:\n{e}"));
+    let keys: Vec<(&str, Option<usize>)> = checked
+        .warnings
+        .iter()
+        .map(|w| (w.key.as_str(), w.line))
+        .collect();
+    assert!(keys.contains(&("bus[0].port", Some(7))), "{keys:?}");
+    let warning = checked
+        .warnings
+        .iter()
+        .find(|w| w.key == "bus[0].port")
+        .expect("checked above");
+    assert!(warning.message.contains("keeps trying"), "{warning}");
+}
+
+#[test]
+fn a_missing_status_socket_folder_is_a_warning() {
+    let text = "[hub]\nid = \"hub-1\"\ndata_dir = \"data\"\nstatus_socket = \"run/doorhub/s.sock\"\n\
+                [mqtt]\nurl = \"mqtts://b.example.com\"\n";
+    let (dir, result) = check(text);
+    let checked = result.unwrap_or_else(|e| panic!("the daemon runs without it:\n{e}"));
+    let warning = checked
+        .warnings
+        .iter()
+        .find(|w| w.key == "hub.status_socket")
+        .unwrap_or_else(|| panic!("no warning in {:?}", checked.warnings));
+    assert_eq!(warning.line, Some(4), "{warning}");
+    assert!(warning.message.contains("will not answer"), "{warning}");
+    // Neither the store nor the socket folder is left behind by the check.
+    assert!(!dir.path().join("data").exists());
+    assert!(!dir.path().join("run").exists());
+
+    // A folder that is there: no warning, and no probe file left in it.
+    fs::create_dir_all(dir.path().join("run/doorhub")).expect("mkdir");
+    fs::create_dir(dir.path().join("data")).expect("mkdir");
+    let config = dir.path().join("doorhub.toml");
+    let checked = Config::check_with_env(&config, Vec::new()).expect("still fine");
+    assert!(checked.warnings.is_empty(), "{:?}", checked.warnings);
+    for folder in ["run/doorhub", "data"] {
+        let left: Vec<_> = fs::read_dir(dir.path().join(folder))
+            .expect("read dir")
+            .collect();
+        assert!(left.is_empty(), "{folder}: {left:?}");
+    }
+}
+
+#[test]
+fn a_password_that_is_not_text_is_refused_without_showing_it() {
+    let text = format!("{HEAD}username = \"u\"\npassword_file = \"binary\"\n");
+    let (dir, path) = stage(&text);
+    let secret = b"\xff\xfehunter2";
+    fs::write(dir.path().join("binary"), secret).expect("write");
+    fs::set_permissions(dir.path().join("binary"), fs::Permissions::from_mode(0o600))
+        .expect("chmod");
+    let errors = Config::check_with_env(&path, Vec::new()).expect_err("not text");
+    assert_eq!(errors.len(), 1, "{errors}");
+    assert_eq!(errors.errors[0].key, "mqtt.password_file", "{errors}");
+    assert!(!errors.to_string().contains("hunter2"), "{errors}");
+}
+
+#[test]
+fn loose_secret_files_say_how_to_fix_them() {
+    let text = format!(
+        "{HEAD}cert_file = \"hub.crt\"\nkey_file = \"hub-loose.key\"\n\
+         username = \"u\"\npassword_file = \"password-loose\"\n"
+    );
+    let (dir, result) = check(&text);
+    let errors = result.expect_err("two loose files");
+    let keys: Vec<&str> = errors.iter().map(|e| e.key.as_str()).collect();
+    assert_eq!(keys, ["mqtt.key_file", "mqtt.password_file"], "{errors}");
+    let base = std::path::absolute(dir.path()).expect("absolute");
+    for (e, file, mode) in [
+        (&errors.errors[0], "hub-loose.key", "0640"),
+        (&errors.errors[1], "password-loose", "0644"),
+    ] {
+        let fix = format!("chmod 600 {}", base.join(file).display());
+        assert!(e.message.contains(&fix), "{e}");
+        assert!(e.message.contains(mode), "{e}");
+    }
+    assert!(!errors.to_string().contains(PASSWORD), "{errors}");
 }

@@ -143,6 +143,9 @@ impl Bus {
         let now = Instant::now();
         for i in 0..self.readers.len() {
             self.readers[i].port_lost(now);
+            let reader = &self.readers[i];
+            self.counters
+                .set_transfer(reader.door(), reader.address(), None);
             let effects = self.readers[i].take_effects();
             self.pass_on(effects).await;
         }
@@ -226,6 +229,9 @@ impl Bus {
                     reader.on_timeout(cmd, purpose, now);
                 }
             }
+            let reader = &self.readers[i];
+            self.counters
+                .set_transfer(reader.door(), address, reader.transfer());
             let effects = self.readers[i].take_effects();
             let changed = !effects.is_empty();
             self.pass_on(effects).await;

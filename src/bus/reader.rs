@@ -257,6 +257,11 @@ impl ReaderCtl {
         !self.signals.is_empty() && self.online()
     }
 
+    /// The table transfer under way to this door, if any.
+    pub fn transfer(&self) -> Option<super::sync::Progress> {
+        self.job.as_ref().and_then(SyncJob::progress)
+    }
+
     /// Whether a sync that removes a card is under way: revocations go first.
     pub fn revoking(&self) -> bool {
         self.job.as_ref().is_some_and(|j| j.revokes)

@@ -77,6 +77,23 @@ pub struct SyncJob {
     offset: usize,
     /// Fragments lost in a row.
     lost: u32,
+    /// When the first fragment of the planned files went out.
+    started: Option<Instant>,
+}
+
+/// How far a transfer of files to a stored door has got (`doorhub status`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    /// Files the reader has taken whole.
+    pub files_sent: usize,
+    /// Files planned.
+    pub files_total: usize,
+    /// Bytes the reader has taken, counting a file resent after a lost fragment from its start.
+    pub bytes_sent: usize,
+    /// Bytes of every planned file.
+    pub bytes_total: usize,
+    /// When the first fragment went out.
+    pub started: Instant,
 }
 
 /// What the job needs to know of its reader and bus.
@@ -121,6 +138,7 @@ impl SyncJob {
             file: 0,
             offset: 0,
             lost: 0,
+            started: None,
         }
     }
 
@@ -166,6 +184,7 @@ impl SyncJob {
             Step::AwaitState { .. } => Ok(Want::Poll),
             Step::Abort => Ok(Want::Abort),
             Step::Transfer => {
+                self.started.get_or_insert(now);
                 let (file_type, file) = &self.files[self.file];
                 let room = line.fragment_room();
                 let end = (self.offset + room).min(file.len());
@@ -223,6 +242,7 @@ impl SyncJob {
                 self.files = files;
                 self.file = 0;
                 self.offset = 0;
+                self.started = None;
                 self.step = if line.idle {
                     Step::Transfer
                 } else {
@@ -314,6 +334,22 @@ impl SyncJob {
     /// Fragments lost in a row.
     pub fn lost_fragments(&self) -> u32 {
         self.lost
+    }
+
+    /// The transfer's progress, from its first fragment until the last file is sent.
+    pub fn progress(&self) -> Option<Progress> {
+        let started = self.started?;
+        (self.file < self.files.len()).then(|| Progress {
+            files_sent: self.file,
+            files_total: self.files.len(),
+            bytes_sent: self.files[..self.file]
+                .iter()
+                .map(|(_, f)| f.len())
+                .sum::<usize>()
+                + self.offset,
+            bytes_total: self.planned_bytes(),
+            started,
+        })
     }
 
     /// Bytes of the files planned so far (for the benchmarks and the logs).
@@ -436,8 +472,16 @@ mod tests {
             Outcome::Lost
         );
         assert!(!job.is_delta());
+        assert_eq!(job.progress(), None, "nothing sent yet");
+        let total = job.planned_bytes();
         let mut fragments = 0;
+        let mut last_sent = 0;
         while let Ok(Want::Fragment(cmd)) = job.next(&line, now) {
+            let p = job.progress().expect("a transfer under way");
+            assert_eq!((p.bytes_total, p.started), (total, now));
+            assert!(p.files_sent < p.files_total && p.bytes_sent < p.bytes_total);
+            assert!(p.bytes_sent >= last_sent || fragments == 3, "{p:?}");
+            last_sent = p.bytes_sent;
             let frame = cmd.to_frame(1, 1).encode(true).unwrap();
             assert!(frame.len() <= 256, "{} bytes on the wire", frame.len());
             fragments += 1;
@@ -451,6 +495,7 @@ mod tests {
             job.on_fragment_ok(&line);
         }
         assert!(fragments > 3000 * 13 / 236);
+        assert_eq!(job.progress(), None, "every file sent");
         assert_eq!(job.next(&line, now), Ok(Want::Query));
     }
 

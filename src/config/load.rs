@@ -9,7 +9,7 @@ use serde_path_to_error::Segment;
 
 use super::error::{ConfigError, ConfigErrors};
 use super::locate::{KeyPath, Locator, line_of};
-use super::{BusConfig, Config, DoorConfig, schema, validate};
+use super::{BusConfig, Checked, Config, DoorConfig, schema, validate};
 
 /// The built-in defaults, the lowest layer.
 const DEFAULTS: &str = include_str!("../../config/defaults.toml");
@@ -157,11 +157,11 @@ fn layers(
     })
 }
 
-/// See [`Config::load_with_env`].
+/// See [`Config::check_with_env`].
 pub(crate) fn load(
     path: &Path,
     env: impl IntoIterator<Item = (String, String)>,
-) -> Result<Config, ConfigErrors> {
+) -> Result<Checked, ConfigErrors> {
     let mut layers = layers(path, env)?;
     let mut merged = std::mem::take(&mut layers.merged);
     let mut errors = std::mem::take(&mut layers.env_errors);
@@ -183,6 +183,7 @@ pub(crate) fn load(
     let mut doors: Vec<Option<DoorConfig>> = de.list(&mut merged, "door");
 
     let dir = config_dir(path);
+    let mut warnings = Vec::new();
     validate::check(
         &mut validate::Parts {
             hub: hub.as_mut(),
@@ -193,6 +194,7 @@ pub(crate) fn load(
         &dir,
         &loc,
         &mut errors,
+        &mut warnings,
     );
 
     let buses: Option<Vec<BusConfig>> = buses.into_iter().collect();
@@ -207,16 +209,22 @@ pub(crate) fn load(
             Some(log),
             Some(bus),
             Some(door),
-        ) if errors.is_empty() => Ok(Config {
-            hub,
-            mqtt,
-            health,
-            events,
-            limits,
-            log,
-            bus,
-            door,
-        }),
+        ) if errors.is_empty() => {
+            warnings.sort_by_key(|e| (e.file.is_none(), e.line.unwrap_or(usize::MAX)));
+            Ok(Checked {
+                config: Config {
+                    hub,
+                    mqtt,
+                    health,
+                    events,
+                    limits,
+                    log,
+                    bus,
+                    door,
+                },
+                warnings,
+            })
+        }
         _ => {
             // Every part that failed reported why; this guards against a silent failure.
             if errors.is_empty() {

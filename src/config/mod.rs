@@ -49,6 +49,16 @@ pub struct Config {
     pub door: Vec<DoorConfig>,
 }
 
+/// A configuration that passed every check, with the warnings found on the way.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Checked {
+    /// The configuration.
+    pub config: Config,
+    /// What `run` copes with, such as a serial port that is not plugged in yet; each names its
+    /// key like an error does.
+    pub warnings: Vec<ConfigError>,
+}
+
 /// `[hub]`
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -247,6 +257,20 @@ impl Config {
         path: &Path,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Config, ConfigErrors> {
+        load::load(path, env).map(|checked| checked.config)
+    }
+
+    /// As [`Config::load`], also returning the warnings: what `run` copes with but a technician
+    /// should know (`doorhub check-config` prints them; `run` logs them).
+    pub fn check(path: &Path) -> Result<Checked, ConfigErrors> {
+        Self::check_with_env(path, process_env()?)
+    }
+
+    /// As [`Config::check`], with the environment variables given.
+    pub fn check_with_env(
+        path: &Path,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Checked, ConfigErrors> {
         load::load(path, env)
     }
 
@@ -508,6 +532,14 @@ fn absent(path: &Path) -> bool {
     matches!(std::fs::symlink_metadata(path), Err(e) if e.kind() == std::io::ErrorKind::NotFound)
 }
 
+/// The permission bits of a secret file (a key or a password) when group or others have any:
+/// such a file must be 0600 or stricter.
+pub(crate) fn loose_mode(meta: &std::fs::Metadata) -> Option<u32> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = meta.permissions().mode() & 0o777;
+    (mode & 0o077 != 0).then_some(mode)
+}
+
 fn read_scbk_file(path: &Path) -> Result<[u8; 16], ScbkError> {
     let read_err = |source| ScbkError::Read {
         path: path.to_path_buf(),
@@ -519,16 +551,11 @@ fn read_scbk_file(path: &Path) -> Result<[u8; 16], ScbkError> {
             path: path.to_path_buf(),
         });
     }
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = meta.permissions().mode() & 0o777;
-        if mode & 0o077 != 0 {
-            return Err(ScbkError::TooOpen {
-                path: path.to_path_buf(),
-                mode,
-            });
-        }
+    if let Some(mode) = loose_mode(&meta) {
+        return Err(ScbkError::TooOpen {
+            path: path.to_path_buf(),
+            mode,
+        });
     }
     let format_err = || ScbkError::Format {
         path: path.to_path_buf(),

@@ -14,13 +14,13 @@ use std::io::Read;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use crate::config::Config;
-use crate::health::Health;
+use crate::health::{Health, Transfer};
 use crate::reload::Outcome;
 use crate::reported::{Board, Reported};
 use crate::store::{ErrorReport, Store};
@@ -202,6 +202,54 @@ pub struct BusSection {
     pub timeouts: u64,
     /// Its readers, by address.
     pub readers: Vec<ReaderSection>,
+    /// Table transfers under way to its stored doors, by address (absent from older daemons).
+    #[serde(default)]
+    pub transfers: Vec<TransferSection>,
+}
+
+/// A table transfer under way to a stored door: its files go out in fragments between polls.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransferSection {
+    /// The door.
+    pub door: String,
+    /// Its reader's address.
+    pub address: u8,
+    /// Files the reader has taken whole.
+    pub files_sent: usize,
+    /// Files in the transfer.
+    pub files_total: usize,
+    /// Bytes the reader has taken (a file resent after a lost fragment counts from its start).
+    pub bytes_sent: usize,
+    /// Bytes of every file in the transfer.
+    pub bytes_total: usize,
+    /// When its first fragment went out (RFC 3339).
+    pub started_at: String,
+    /// Bytes a second since then; `None` until a byte has gone.
+    pub rate_bytes_per_s: Option<u64>,
+    /// Seconds left at that rate; `None` while the rate is.
+    pub eta_s: Option<u64>,
+}
+
+impl TransferSection {
+    fn new(t: &Transfer, now: tokio::time::Instant, wall: SystemTime) -> TransferSection {
+        let p = &t.progress;
+        let elapsed = now.saturating_duration_since(p.started);
+        let millis = elapsed.as_millis() as u64;
+        let rate =
+            (millis > 0 && p.bytes_sent > 0).then(|| (p.bytes_sent as u64 * 1000 / millis).max(1));
+        let left = p.bytes_total.saturating_sub(p.bytes_sent) as u64;
+        TransferSection {
+            door: t.door.clone(),
+            address: t.address,
+            files_sent: p.files_sent,
+            files_total: p.files_total,
+            bytes_sent: p.bytes_sent,
+            bytes_total: p.bytes_total,
+            started_at: crate::time::rfc3339(wall.checked_sub(elapsed).unwrap_or(wall)),
+            rate_bytes_per_s: rate,
+            eta_s: rate.map(|r| left.div_ceil(r)),
+        }
+    }
 }
 
 /// One reader on a bus.
@@ -284,6 +332,8 @@ impl Sources {
             .map(|r| (r.door.clone(), r))
             .collect();
         let figures = health.buses();
+        let transfers = health.transfers();
+        let (now, wall) = (tokio::time::Instant::now(), SystemTime::now());
         let buses = config
             .bus
             .iter()
@@ -305,6 +355,12 @@ impl Sources {
                     })
                     .collect();
                 readers.sort_by_key(|r| r.address);
+                let mut sending: Vec<TransferSection> = transfers
+                    .iter()
+                    .filter(|(b, _)| *b == bus.name)
+                    .map(|(_, t)| TransferSection::new(t, now, wall))
+                    .collect();
+                sending.sort_by_key(|t| t.address);
                 BusSection {
                     name: bus.name.clone(),
                     port: bus.port.display().to_string(),
@@ -315,6 +371,7 @@ impl Sources {
                     crc_errors: f.map_or(0, |f| f.crc_errors),
                     timeouts: f.map_or(0, |f| f.timeouts),
                     readers,
+                    transfers: sending,
                 }
             })
             .collect();
