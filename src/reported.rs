@@ -4,7 +4,7 @@
 //! Latest state wins: the board keeps one entry per door, so a state that was never published
 //! because a newer one replaced it is simply skipped, as the contract allows.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 
 use serde::Serialize;
@@ -89,6 +89,8 @@ impl Reported {
 #[derive(Debug, Default)]
 pub struct Board {
     doors: Mutex<BTreeMap<String, (Reported, bool)>>,
+    /// Doors whose retained `reported` is to be cleared (an empty retained publish).
+    cleared: Mutex<BTreeSet<String>>,
     /// Signalled when a door's state changed.
     pub changed: Notify,
 }
@@ -99,8 +101,15 @@ impl Board {
         self.doors.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    fn lock_cleared(&self) -> std::sync::MutexGuard<'_, BTreeSet<String>> {
+        // As above: plain set operations only.
+        self.cleared.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Records a door's state; it is marked for publishing if anything changed.
     pub fn update(&self, reported: Reported) {
+        // Its new state replaces the retained one: no need to clear it first.
+        self.lock_cleared().remove(&reported.door);
         let mut doors = self.lock();
         let changed = doors
             .get(&reported.door)
@@ -132,6 +141,31 @@ impl Board {
             }
         }
         out
+    }
+
+    /// Forgets a door, and marks its retained `reported` to be cleared.
+    pub fn remove(&self, door: &str) {
+        self.lock().remove(door);
+        self.lock_cleared().insert(door.to_owned());
+        self.changed.notify_one();
+    }
+
+    /// Takes up to `limit` doors whose retained `reported` is to be cleared.
+    pub fn take_cleared(&self, limit: usize) -> Vec<String> {
+        let mut cleared = self.lock_cleared();
+        let out: Vec<String> = cleared.iter().take(limit).cloned().collect();
+        for door in &out {
+            cleared.remove(door);
+        }
+        out
+    }
+
+    /// Marks a door's clearing again (its publish could not be queued), unless it was
+    /// reported since.
+    pub fn reclear(&self, door: &str) {
+        if !self.lock().contains_key(door) {
+            self.lock_cleared().insert(door.to_owned());
+        }
     }
 
     /// Marks one door again (its publish could not be queued).
@@ -218,5 +252,28 @@ mod tests {
         board.mark_all();
         assert_eq!(board.take_marked(1).len(), 1);
         assert_eq!(board.take_marked(10).len(), 1);
+    }
+
+    #[test]
+    fn a_removed_door_is_cleared_once_unless_reported_again() {
+        let board = Board::default();
+        board.update(reported("a", 1));
+        board.update(reported("b", 1));
+        board.take_marked(10);
+        board.remove("a");
+        board.remove("b");
+        assert_eq!(board.snapshot().len(), 0);
+        board.update(reported("b", 2));
+        assert_eq!(board.take_cleared(10), vec!["a".to_owned()]);
+        assert!(board.take_cleared(10).is_empty());
+        board.reclear("a");
+        board.reclear("b");
+        assert_eq!(board.take_cleared(10), vec!["a".to_owned()]);
+        board.mark_all();
+        assert_eq!(
+            board.take_marked(10).len(),
+            1,
+            "a removed door is not republished"
+        );
     }
 }

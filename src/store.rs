@@ -169,6 +169,14 @@ impl Change {
         self.batch.remove(applied_key(door));
     }
 
+    /// Removes everything stored for a door: its record, its sets, and staged parts `0..parts`.
+    pub fn remove_door(&mut self, door: &str, parts: u16) {
+        self.batch.remove(door_key(door));
+        self.batch.remove(set_key(door));
+        self.batch.remove(applied_key(door));
+        self.remove_parts(door, parts);
+    }
+
     /// Replaces a door's desired set with version `version`'s.
     pub fn put_set(&mut self, door: &str, version: u64, set: &[Credential]) {
         self.batch
