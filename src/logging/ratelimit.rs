@@ -2,13 +2,9 @@
 //! not be able to fill the journal. A warning of one kind is logged at its first occurrence, then
 //! at most once per [`RateLimit::EVERY`], saying how many occurrences were not logged since.
 //!
-//! ```
-//! use doorhub::logging::ratelimit::{RateLimit, shown};
-//! let mut junk = RateLimit::default();
-//! if let Some(more) = junk.check(std::time::Instant::now()) {
-//!     tracing::warn!(door = %shown("Lobby"), "ignored a snapshot{more}");
-//! }
-//! ```
+//! A component keeps one [`RateLimit`] per kind of warning and logs only when
+//! [`RateLimit::check`] says so, ending its message with the [`More`] it returns:
+//! `if let Some(more) = self.junk.check(Instant::now()) { warn!(door = %shown(id), "...{more}") }`.
 
 use std::fmt;
 use std::time::{Duration, Instant};
