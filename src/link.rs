@@ -87,10 +87,12 @@ pub struct LinkSettings {
     pub resubscribe: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Tag {
     Event(u64),
     Reported,
+    /// The clearing of a door's retained `reported`.
+    Cleared(String),
     Health,
 }
 
@@ -335,10 +337,14 @@ impl Link {
                 self.pump(state);
             }
             Event::Incoming(Incoming::PubAck(ack)) => {
-                if let Some(Tag::Event(seq)) = state.tracker.acked(ack.pkid)
-                    && let Err(e) = self.shared.store.remove_event(seq)
-                {
-                    warn!(seq, "cannot remove an acknowledged event: {e}");
+                match state.tracker.acked(ack.pkid) {
+                    Some(Tag::Event(seq)) => {
+                        if let Err(e) = self.shared.store.remove_event(seq) {
+                            warn!(seq, "cannot remove an acknowledged event: {e}");
+                        }
+                    }
+                    Some(Tag::Cleared(door)) => self.shared.board.cleared(&door),
+                    _ => {}
                 }
                 self.pump(state);
             }
@@ -392,7 +398,8 @@ impl Link {
         let room = WINDOW.saturating_sub(state.tracker.outstanding());
         for door in self.shared.board.take_cleared(room) {
             // An empty retained publish removes the broker's retained message.
-            if !state.publish(self.topics.reported(&door), Vec::new(), true, Tag::Reported) {
+            let topic = self.topics.reported(&door);
+            if !state.publish(topic, Vec::new(), true, Tag::Cleared(door.clone())) {
                 self.shared.board.reclear(&door);
             }
         }

@@ -4,7 +4,7 @@
 //! Latest state wins: the board keeps one entry per door, so a state that was never published
 //! because a newer one replaced it is simply skipped, as the contract allows.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use serde::Serialize;
@@ -89,8 +89,9 @@ impl Reported {
 #[derive(Debug, Default)]
 pub struct Board {
     doors: Mutex<BTreeMap<String, (Reported, bool)>>,
-    /// Doors whose retained `reported` is to be cleared (an empty retained publish).
-    cleared: Mutex<BTreeSet<String>>,
+    /// Doors whose retained `reported` is to be cleared (an empty retained publish), each with
+    /// whether that publish is queued; an entry goes once the broker acknowledged it.
+    cleared: Mutex<BTreeMap<String, bool>>,
     /// Signalled when a door's state changed.
     pub changed: Notify,
 }
@@ -101,7 +102,7 @@ impl Board {
         self.doors.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn lock_cleared(&self) -> std::sync::MutexGuard<'_, BTreeSet<String>> {
+    fn lock_cleared(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, bool>> {
         // As above: plain set operations only.
         self.cleared.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -121,10 +122,14 @@ impl Board {
         }
     }
 
-    /// Marks every door for publishing again (after a reconnect).
+    /// Marks every door for publishing again, and every clearing not yet acknowledged (after a
+    /// reconnect).
     pub fn mark_all(&self) {
         for entry in self.lock().values_mut() {
             entry.1 = true;
+        }
+        for queued in self.lock_cleared().values_mut() {
+            *queued = false;
         }
     }
 
@@ -146,26 +151,36 @@ impl Board {
     /// Forgets a door, and marks its retained `reported` to be cleared.
     pub fn remove(&self, door: &str) {
         self.lock().remove(door);
-        self.lock_cleared().insert(door.to_owned());
+        self.lock_cleared().insert(door.to_owned(), false);
         self.changed.notify_one();
     }
 
-    /// Takes up to `limit` doors whose retained `reported` is to be cleared.
+    /// Takes up to `limit` doors whose retained `reported` is to be cleared and whose clearing
+    /// is not queued yet; they count as queued from now on.
     pub fn take_cleared(&self, limit: usize) -> Vec<String> {
-        let mut cleared = self.lock_cleared();
-        let out: Vec<String> = cleared.iter().take(limit).cloned().collect();
-        for door in &out {
-            cleared.remove(door);
+        let mut out = Vec::new();
+        for (door, queued) in self.lock_cleared().iter_mut() {
+            if out.len() >= limit {
+                break;
+            }
+            if !*queued {
+                *queued = true;
+                out.push(door.clone());
+            }
         }
         out
     }
 
-    /// Marks a door's clearing again (its publish could not be queued), unless it was
-    /// reported since.
+    /// Marks a door's clearing as not queued (its publish could not be queued).
     pub fn reclear(&self, door: &str) {
-        if !self.lock().contains_key(door) {
-            self.lock_cleared().insert(door.to_owned());
+        if let Some(queued) = self.lock_cleared().get_mut(door) {
+            *queued = false;
         }
+    }
+
+    /// The broker acknowledged a door's clearing.
+    pub fn cleared(&self, door: &str) {
+        self.lock_cleared().remove(door);
     }
 
     /// Marks one door again (its publish could not be queued).
@@ -265,15 +280,17 @@ mod tests {
         assert_eq!(board.snapshot().len(), 0);
         board.update(reported("b", 2));
         assert_eq!(board.take_cleared(10), vec!["a".to_owned()]);
-        assert!(board.take_cleared(10).is_empty());
+        assert!(board.take_cleared(10).is_empty(), "queued once");
         board.reclear("a");
         board.reclear("b");
         assert_eq!(board.take_cleared(10), vec!["a".to_owned()]);
+        // A reconnection before the broker's acknowledgement queues it again.
         board.mark_all();
-        assert_eq!(
-            board.take_marked(10).len(),
-            1,
-            "a removed door is not republished"
-        );
+        let republished = board.take_marked(10);
+        assert_eq!(republished.len(), 1, "a removed door is not republished");
+        assert_eq!(board.take_cleared(10), vec!["a".to_owned()]);
+        board.cleared("a");
+        board.mark_all();
+        assert!(board.take_cleared(10).is_empty());
     }
 }
