@@ -17,7 +17,7 @@ use tracing::{debug, error, info, warn};
 use crate::config::{Config, DoorConfig, DoorMode};
 use crate::events::Event;
 use crate::health::{DoorCounts, Health};
-use crate::logging::ratelimit::{RateLimit, shown};
+use crate::logging::ratelimit::{RateLimit, cut, shown};
 use crate::notify::Beat;
 use crate::reported::{Board, ReaderState, Reported, Status};
 use crate::snapshot::{
@@ -29,6 +29,8 @@ use crate::store::{
 use crate::sync::{DoorReport, Target};
 use crate::topics::{Incoming, Topics};
 
+/// Longest rejection reason logged, in characters: a reason can quote a whole received field.
+const LOGGED_REASON: usize = 256;
 /// How long a stopping engine waits for the other components to hand over their events.
 const SHUTDOWN_DRAIN: std::time::Duration = std::time::Duration::from_secs(2);
 /// Most messages applied under one flush.
@@ -713,7 +715,8 @@ impl Engine {
         };
         if let Some(more) = limit.check(Instant::now()) {
             let version = version.map_or("none".to_owned(), |v| v.to_string());
-            info!(%door, %version, "rejected desired snapshot: {reason}{more}");
+            let shown = cut(&reason, LOGGED_REASON);
+            info!(%door, %version, "rejected desired snapshot: {shown}{more}");
         }
         record.error = Some(ErrorReport { version, reason });
     }

@@ -52,6 +52,15 @@ impl RateLimit {
     }
 }
 
+/// `s` cut to `max` characters, with an ellipsis when something was cut: for texts the hub wrote
+/// itself around received values, such as a rejection's reason.
+pub fn cut(s: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    match s.char_indices().nth(max) {
+        Some((end, _)) => format!("{}…", &s[..end]).into(),
+        None => s.into(),
+    }
+}
+
 /// `s` as a log shows it: escaped (`escape_debug`), cut to [`SHOWN_CHARS`] characters with an
 /// ellipsis, so a hostile topic level can neither forge lines nor make them long.
 pub fn shown(s: &str) -> String {
@@ -102,5 +111,8 @@ mod tests {
         assert_eq!(shown(&long), format!("{}…", "x".repeat(64)));
         assert_eq!(shown(&"é".repeat(64)), "é".repeat(64));
         assert!(shown(&"\u{1b}".repeat(10_000)).len() < 64 * 8);
+        assert_eq!(cut("reason", 6), "reason");
+        assert_eq!(cut("reasons", 6), "reason…");
+        assert_eq!(cut(&"é".repeat(300), 256).chars().count(), 257);
     }
 }
