@@ -190,6 +190,15 @@ impl Engine {
                 }
             }
         }
+        // Clearings of retained `reported` that the broker had not taken when the daemon last
+        // stopped; a door that has a record again is reported instead.
+        for door in engine.shared.store.pending_clears()? {
+            if engine.doors.contains_key(&door) {
+                engine.shared.store.cleared(&door)?;
+            } else {
+                engine.shared.board.remove(&door);
+            }
+        }
         let started = engine.shared.health.started_at();
         // Every door's state is on the board, and health's counts are right, before the link's
         // first connection publishes them.

@@ -343,7 +343,12 @@ impl Link {
                             warn!(seq, "cannot remove an acknowledged event: {e}");
                         }
                     }
-                    Some(Tag::Cleared(door)) => self.shared.board.cleared(&door),
+                    Some(Tag::Cleared(door)) => {
+                        self.shared.board.cleared(&door);
+                        if let Err(e) = self.shared.store.cleared(&door) {
+                            warn!(%door, "cannot note a cleared retained reported: {e}");
+                        }
+                    }
                     _ => {}
                 }
                 self.pump(state);

@@ -239,6 +239,42 @@ async fn a_restart_drops_unconfigured_records_without_a_snapshot_and_their_retai
 }
 
 #[tokio::test]
+async fn a_clearing_the_broker_never_took_goes_out_after_the_next_start() {
+    let mut broker = Broker::start();
+    let hub = Hub::new(&broker, &[("lobby", "hub")], "");
+    {
+        let store = Store::open(&hub.data_dir()).unwrap();
+        let mut change = Change::new();
+        change.put_door("old-junk", &DoorRecord::default()).unwrap();
+        store.apply(change).unwrap();
+        store.flush().await.unwrap();
+    }
+    let old = topic("doors/old-junk/reported");
+    let mut sub = subscriber(&broker).await;
+    sub.publish(&old, r#"{"door":"old-junk","status":"unconfigured"}"#, true)
+        .await;
+    drop(sub);
+    // The hub removes the record while the broker is away, and stops before it could clear the
+    // retained reported.
+    broker.stop();
+    let daemon = hub.start();
+    assert!(stored_doors(daemon.store()).is_empty());
+    daemon.shutdown();
+    daemon.wait().await.unwrap();
+    broker.start_again();
+    let mut sub = subscriber(&broker).await;
+    let daemon = hub.start();
+    sub.wait_for(WAIT, |m: &Msg| m.topic == old && m.payload.is_empty())
+        .await;
+    daemon.shutdown();
+    daemon.wait().await.unwrap();
+    assert_eq!(
+        retained_reported(&broker).await,
+        BTreeSet::from(["lobby".to_owned()])
+    );
+}
+
+#[tokio::test]
 async fn a_payload_just_over_the_limit_is_rejected_and_one_far_over_does_not_stick_the_hub() {
     let broker = Broker::start();
     let hub = Hub::new(&broker, &[("lobby", "hub"), ("garage", "hub")], "");
