@@ -12,12 +12,13 @@
 //! still in flight.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rumqttc::{
     AsyncClient, ConnectReturnCode, ConnectionError, Event, EventLoop, Incoming, LastWill,
-    MqttOptions, Outgoing, Publish, QoS, StateError, SubscribeReasonCode,
+    MqttOptions, Outgoing, Publish, QoS, StateError, SubscribeFilter, SubscribeReasonCode,
 };
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast, mpsc, oneshot};
 use tokio::time::{Instant, sleep_until};
@@ -27,6 +28,7 @@ use crate::config::MqttConfig;
 use crate::engine::{INBOUND_BYTES, Inbound, Shared};
 use crate::logging::ratelimit::RateLimit;
 use crate::notify::Beat;
+use crate::reported::Status;
 use crate::topics::Topics;
 
 /// Publishes the link keeps outstanding at once, of every kind.
@@ -222,10 +224,14 @@ impl Link {
         let (events_tx, mut events) = mpsc::channel(EVENTS);
         let (stop_tx, stop_rx) = oneshot::channel();
         let limit = max_incoming(self.settings.mqtt.max_payload, &self.topics);
+        let configured_only = Arc::new(AtomicBool::new(false));
         let poller = tokio::spawn(
             poll(
                 eventloop,
-                gate.clone(),
+                LinkFlags {
+                    gate: gate.clone(),
+                    configured_only: configured_only.clone(),
+                },
                 self.shared.inbound_bytes.clone(),
                 events_tx,
                 stop_rx,
@@ -236,6 +242,7 @@ impl Link {
         let mut state = State {
             client,
             gate,
+            configured_only,
             tracker: Tracker::default(),
             connected: false,
             ever_connected: false,
@@ -322,10 +329,7 @@ impl Link {
                     state.tracker.reset(first);
                 }
                 if !ack.session_present || (self.settings.resubscribe && !state.ever_connected) {
-                    let filter = self.topics.desired_filter();
-                    if let Err(e) = state.client.try_subscribe(filter, QoS::AtLeastOnce) {
-                        warn!("cannot subscribe: {e}");
-                    }
+                    self.subscribe(state);
                 }
                 state.connected = true;
                 state.ever_connected = true;
@@ -360,6 +364,11 @@ impl Link {
                     .any(|c| matches!(c, SubscribeReasonCode::Failure))
                 {
                     warn!("the broker refused the subscription to desired snapshots");
+                } else if state.configured_only.load(Ordering::Relaxed) {
+                    info!(
+                        filters = ack.return_codes.len(),
+                        "subscribed to the configured doors' desired snapshots"
+                    );
                 } else {
                     info!(filter = %self.topics.desired_filter(), "subscribed");
                 }
@@ -369,6 +378,33 @@ impl Link {
                 warn!(pkid, "broker link: packet id collision");
             }
             other => debug!("mqtt: {other:?}"),
+        }
+    }
+
+    /// Subscribes to every door's desired parts; or, once a retained message too large to read
+    /// keeps coming back with that subscription, to the configured doors' only.
+    fn subscribe(&self, state: &State) {
+        let queued = if state.configured_only.load(Ordering::Relaxed) {
+            let filters: Vec<SubscribeFilter> = self
+                .shared
+                .board
+                .snapshot()
+                .iter()
+                .filter(|r| r.status != Status::Unconfigured)
+                .map(|r| {
+                    SubscribeFilter::new(self.topics.door_desired_filter(&r.door), QoS::AtLeastOnce)
+                })
+                .collect();
+            if filters.is_empty() {
+                return;
+            }
+            state.client.try_subscribe_many(filters)
+        } else {
+            let filter = self.topics.desired_filter();
+            state.client.try_subscribe(filter, QoS::AtLeastOnce)
+        };
+        if let Err(e) = queued {
+            warn!("cannot subscribe: {e}");
         }
     }
 
@@ -504,7 +540,7 @@ type PollEvent = Result<Polled, ConnectionError>;
 /// request into rumqttc's own pending list, then backs off before reconnecting.
 async fn poll(
     mut eventloop: EventLoop,
-    gate: Arc<Mutex<bool>>,
+    flags: LinkFlags,
     budget: Arc<Semaphore>,
     events: mpsc::Sender<PollEvent>,
     mut stop: oneshot::Receiver<()>,
@@ -512,6 +548,7 @@ async fn poll(
 ) {
     let mut backoff = Backoff::default();
     let mut oversized = RateLimit::default();
+    let mut clean_connection = false;
     loop {
         let ev = tokio::select! {
             ev = eventloop.poll() => ev,
@@ -520,7 +557,8 @@ async fn poll(
         let failed = ev.is_err();
         match &ev {
             Ok(Event::Incoming(Incoming::ConnAck(_))) => {
-                if eventloop.mqtt_options.clean_session() {
+                clean_connection = eventloop.mqtt_options.clean_session();
+                if clean_connection {
                     // The connection that dropped an oversized message: later ones are
                     // persistent again. Its backoff stays, in case the message is retained and
                     // comes back on every subscription.
@@ -534,7 +572,7 @@ async fn poll(
                 return;
             }
             Err(e) => {
-                let mut open = lock(&gate);
+                let mut open = lock(&flags.gate);
                 *open = false;
                 // A request queued after rumqttc's own clean-up (the link had not yet heard of
                 // the failure) joins the pending list too, so none is sent out of turn later.
@@ -547,6 +585,15 @@ async fn poll(
                     // clean one, which the broker opens without it (nothing unacknowledged is
                     // lost: desired parts are retained, and the outbox is resent).
                     eventloop.mqtt_options.set_clean_session(true);
+                    if clean_connection && !flags.configured_only.swap(true, Ordering::Relaxed) {
+                        // A clean session did not drop it: it is retained, and the wildcard
+                        // subscription brings it back every time, before the snapshots after it.
+                        warn!(
+                            size,
+                            limit,
+                            "a retained message on the desired topics is larger than mqtt.max_payload allows; following only the configured doors' snapshots until the daemon restarts (set the broker's max_packet_size)"
+                        );
+                    }
                     if let Some(more) = oversized.check(std::time::Instant::now()) {
                         warn!(
                             size,
@@ -592,11 +639,22 @@ fn lock(gate: &Mutex<bool>) -> std::sync::MutexGuard<'_, bool> {
     gate.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// What the poll task changes in the link's state when a connection fails.
+struct LinkFlags {
+    /// [`State::gate`].
+    gate: Arc<Mutex<bool>>,
+    /// [`State::configured_only`].
+    configured_only: Arc<AtomicBool>,
+}
+
 struct State {
     client: AsyncClient,
     /// Open while the link may queue publishes: the link opens it once it has handled a
     /// CONNACK, the poll task closes it on a connection error.
     gate: Arc<Mutex<bool>>,
+    /// Set by the poll task when a retained message too large to read comes back with every
+    /// subscription: the link then subscribes to the configured doors' topics only.
+    configured_only: Arc<AtomicBool>,
     tracker: Tracker,
     connected: bool,
     ever_connected: bool,

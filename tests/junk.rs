@@ -43,7 +43,7 @@ async fn retained_reported(broker: &Broker) -> BTreeSet<String> {
 }
 
 /// Publishes a message larger than the test clients' 16 MiB, QoS 1, and waits for its PUBACK.
-async fn publish_large(broker: &Broker, topic: &str, payload: Vec<u8>) {
+async fn publish_large(broker: &Broker, topic: &str, payload: Vec<u8>, retain: bool) {
     use rumqttc::{AsyncClient, Event, Packet, QoS};
     let mut opts = broker
         .endpoint(None)
@@ -51,7 +51,7 @@ async fn publish_large(broker: &Broker, topic: &str, payload: Vec<u8>) {
     opts.set_max_packet_size(64 << 20, 64 << 20);
     let (client, mut eventloop) = AsyncClient::new(opts, 10);
     client
-        .publish(topic, QoS::AtLeastOnce, false, payload)
+        .publish(topic, QoS::AtLeastOnce, retain, payload)
         .await
         .unwrap();
     tokio::time::timeout(WAIT, async {
@@ -316,6 +316,7 @@ async fn a_payload_just_over_the_limit_is_rejected_and_one_far_over_does_not_sti
         &broker,
         &topic("doors/lobby/desired/0"),
         vec![b' '; 17 << 20],
+        false,
     )
     .await;
     publish_snapshot(&mut sub, "garage", 7, &credentials("g", 3), 1).await;
@@ -324,6 +325,31 @@ async fn a_payload_just_over_the_limit_is_rejected_and_one_far_over_does_not_sti
     let lobby = reported(&mut sub, "lobby", |r| r["applied"] == 1).await;
     assert_eq!(lobby["desired"], 1, "lobby kept its state");
     assert!(daemon.health().mqtt().connected);
+    daemon.shutdown();
+    daemon.wait().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_retained_message_far_over_the_limit_leaves_the_configured_doors_followed() {
+    let broker = Broker::start();
+    let hub = Hub::new(&broker, &[("lobby", "hub"), ("garage", "hub")], "");
+    // Junk first: the broker sends retained messages in the order they came, so with a
+    // subscription to every door the hub would never get past it to garage's snapshot.
+    publish_large(
+        &broker,
+        &topic("doors/junk/desired/0"),
+        vec![b' '; 17 << 20],
+        true,
+    )
+    .await;
+    let mut sub = Subscriber::connect(&broker, &[&topic("doors/+/reported")]).await;
+    publish_snapshot(&mut sub, "garage", 7, &credentials("g", 3), 1).await;
+    let daemon = hub.start();
+    let r = reported(&mut sub, "garage", |r| r["applied"] == 7).await;
+    assert_eq!(r["status"], "in_sync");
+    // Live snapshots of configured doors still arrive.
+    publish_snapshot(&mut sub, "lobby", 2, &credentials("l", 2), 1).await;
+    reported(&mut sub, "lobby", |r| r["applied"] == 2).await;
     daemon.shutdown();
     daemon.wait().await.unwrap();
 }
