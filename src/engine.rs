@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use rumqttc::{AsyncClient, Publish, QoS};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, broadcast, mpsc, oneshot, watch};
@@ -17,6 +17,7 @@ use tracing::{debug, error, info, warn};
 use crate::config::{Config, DoorConfig, DoorMode};
 use crate::events::Event;
 use crate::health::{DoorCounts, Health};
+use crate::logging::ratelimit::{RateLimit, cut, shown};
 use crate::notify::Beat;
 use crate::reported::{Board, ReaderState, Reported, Status};
 use crate::snapshot::{
@@ -28,6 +29,8 @@ use crate::store::{
 use crate::sync::{DoorReport, SecurityProblem, Target};
 use crate::topics::{Incoming, Topics};
 
+/// Longest rejection reason logged, in characters: a reason can quote a whole received field.
+const LOGGED_REASON: usize = 256;
 /// How long a stopping engine waits for the other components to hand over their events.
 const SHUTDOWN_DRAIN: std::time::Duration = std::time::Duration::from_secs(2);
 /// Most messages applied under one flush.
@@ -120,10 +123,24 @@ struct ReaderRuntime {
     security: Option<SecurityProblem>,
 }
 
+/// The engine's repeated warnings, each rate-limited: junk on the hub's topics must not fill the
+/// log.
+#[derive(Debug, Default)]
+struct Warnings {
+    invalid_door: RateLimit,
+    foreign: RateLimit,
+    rejected: RateLimit,
+    unknown_rejected: RateLimit,
+    unknown_refused: RateLimit,
+}
+
 /// The engine task.
 pub struct Engine {
     topics: Topics,
     limits: Limits,
+    /// `limits.unconfigured_doors`.
+    unconfigured_doors: usize,
+    warnings: Warnings,
     max_queued: u64,
     modes: HashMap<String, DoorMode>,
     shared: Shared,
@@ -151,6 +168,8 @@ impl Engine {
                 max_payload: config.mqtt.max_payload,
                 credentials_per_door: config.limits.credentials_per_door,
             },
+            unconfigured_doors: config.limits.unconfigured_doors,
+            warnings: Warnings::default(),
             max_queued: config.events.max_queued,
             modes: HashMap::new(),
             readers: HashMap::new(),
@@ -171,6 +190,15 @@ impl Engine {
                     error!(%door, "dropping a damaged door record; the broker will resend its snapshot: {e}");
                     engine.resubscribe = true;
                 }
+            }
+        }
+        // Clearings of retained `reported` that the broker had not taken when the daemon last
+        // stopped; a door that has a record again is reported instead.
+        for door in engine.shared.store.pending_clears()? {
+            if engine.doors.contains_key(&door) {
+                engine.shared.store.cleared(&door)?;
+            } else {
+                engine.shared.board.remove(&door);
             }
         }
         let started = engine.shared.health.started_at();
@@ -225,9 +253,52 @@ impl Engine {
             }
         }
         self.shared.store.apply(change)?;
+        // A record of a door that is not configured stays only while it holds a valid snapshot,
+        // adopted or being assembled: junk stored by an earlier version of the hub, or a door
+        // removed from the config before it had any, goes now.
+        let empty: Vec<String> = self
+            .doors
+            .iter()
+            .filter(|(door, r)| {
+                !self.modes.contains_key(*door) && r.desired.is_none() && r.assembly.is_none()
+            })
+            .map(|(door, _)| door.clone())
+            .collect();
+        if !empty.is_empty() {
+            info!(
+                doors = empty.len(),
+                "removed the records of doors that are not configured and have no snapshot"
+            );
+        }
+        for door in &empty {
+            self.forget(door)?;
+        }
         let all: Vec<String> = self.doors.keys().cloned().collect();
         self.report(all.iter());
         Ok(())
+    }
+
+    /// Removes a door's record and everything stored under it, and clears its retained
+    /// `reported`. Only for a door that is not configured.
+    fn forget(&mut self, door: &str) -> Result<(), StoreError> {
+        let Some(record) = self.doors.remove(door) else {
+            return Ok(());
+        };
+        let mut change = Change::new();
+        change.remove_door(door, record.assembly.map_or(0, |a| a.parts));
+        self.shared.store.apply(change)?;
+        self.statuses.remove(door);
+        self.shared.board.remove(door);
+        debug!(%door, "removed the record of a door that is not configured");
+        Ok(())
+    }
+
+    /// Records kept for doors that are not configured.
+    fn unconfigured(&self) -> usize {
+        self.doors
+            .keys()
+            .filter(|door| !self.modes.contains_key(*door))
+            .count()
     }
 
     /// Whether the link must subscribe afresh on its first connection.
@@ -429,25 +500,53 @@ impl Engine {
             Incoming::Desired { door, part } => (door.to_owned(), part),
             Incoming::InvalidDoor(door) => {
                 self.shared.health.count_invalid();
-                warn!(
-                    door = %door.escape_debug(),
-                    "ignored a desired snapshot for a door id that breaks the naming rules"
-                );
+                if let Some(more) = self.warnings.invalid_door.check(Instant::now()) {
+                    warn!(
+                        door = %shown(door),
+                        "ignored a desired snapshot for a door id that breaks the naming rules{more}"
+                    );
+                }
                 return Ok(None);
             }
             Incoming::Foreign => {
                 self.shared.health.count_invalid();
-                warn!(topic = %publish.topic.escape_debug(), "ignored a message on a topic that is not ours");
+                if let Some(more) = self.warnings.foreign.check(Instant::now()) {
+                    warn!(topic = %shown(&publish.topic), "ignored a message on a topic that is not ours{more}");
+                }
                 return Ok(None);
             }
         };
-        // A zero-length retained message is the cloud clearing a part: nothing to do.
+        let configured = self.modes.contains_key(&door);
+        let known = self.doors.contains_key(&door);
         if publish.payload.is_empty() {
+            // A zero-length retained message is the cloud clearing a part: nothing to do, except
+            // that clearing part 0 of a door that is not configured drops what the hub keeps.
+            if !configured && known && level == Ok(0) {
+                info!(%door, "the cloud cleared the snapshot of a door that is not configured; its record is removed");
+                self.forget(&door)?;
+            }
+            return Ok(None);
+        }
+        if !configured && !known && self.unconfigured() >= self.unconfigured_doors {
+            // No eviction: the doors kept are the ones whose snapshots came first.
+            self.shared.health.count_invalid();
+            if let Some(more) = self.warnings.unknown_refused.check(Instant::now()) {
+                warn!(
+                    %door,
+                    max = self.unconfigured_doors,
+                    "refused a snapshot for a door that is not configured: limits.unconfigured_doors reached{more}"
+                );
+            }
             return Ok(None);
         }
         let mut record = self.doors.get(&door).cloned().unwrap_or_default();
         let mut change = Change::new();
         self.desired_part(&door, level, &publish.payload, &mut record, &mut change)?;
+        if !known && record.desired.is_none() && record.assembly.is_none() {
+            // Only a valid snapshot creates a record for a door that is not configured (a
+            // configured door's record exists from the start).
+            return Ok(None);
+        }
         change.put_door(&door, &record)?;
         self.shared.store.apply(change)?;
         self.doors.insert(door.clone(), record);
@@ -605,13 +704,17 @@ impl Engine {
             // the hub could still lose.
             self.retarget.insert(door.to_owned());
         }
-        info!(%door, version, credentials = state.count, digest = %state.digest, "adopted desired snapshot");
+        if self.modes.contains_key(door) {
+            info!(%door, version, credentials = state.count, digest = %state.digest, "adopted desired snapshot");
+        } else {
+            debug!(%door, version, credentials = state.count, "kept the snapshot of a door that is not configured");
+        }
         Ok(())
     }
 
     /// Keeps the door's previous state and records why, for `reported.error` and health.
     fn reject(
-        &self,
+        &mut self,
         door: &str,
         record: &mut DoorRecord,
         version: Option<u64>,
@@ -619,16 +722,22 @@ impl Engine {
     ) {
         self.shared.health.count_invalid();
         let reason = error.to_string();
-        match version {
-            Some(v) => info!(%door, version = v, "rejected desired snapshot: {reason}"),
-            None => info!(%door, "rejected desired snapshot: {reason}"),
+        let limit = if self.modes.contains_key(door) {
+            &mut self.warnings.rejected
+        } else {
+            &mut self.warnings.unknown_rejected
+        };
+        if let Some(more) = limit.check(Instant::now()) {
+            let version = version.map_or("none".to_owned(), |v| v.to_string());
+            let shown = cut(&reason, LOGGED_REASON);
+            info!(%door, %version, "rejected desired snapshot: {shown}{more}");
         }
         record.error = Some(ErrorReport { version, reason });
     }
 
     /// A part of a version the door already holds, adopted or staged: a redelivery of the same
     /// content is stale; anything else is the same version with different content.
-    fn repeated(&self, door: &str, record: &mut DoorRecord, version: u64, same: bool) {
+    fn repeated(&mut self, door: &str, record: &mut DoorRecord, version: u64, same: bool) {
         if same {
             self.stale(door, version, "part already stored");
         } else {
@@ -690,7 +799,13 @@ impl Engine {
 
     fn report<'a>(&mut self, doors: impl Iterator<Item = &'a String>) {
         for door in doors {
-            if let Some(record) = self.doors.get(door) {
+            // A door that is not configured is reported once it has a snapshot, not while one
+            // is being assembled.
+            if let Some(record) = self
+                .doors
+                .get(door)
+                .filter(|r| self.modes.contains_key(door) || r.desired.is_some())
+            {
                 let reported = self.reported(door, record);
                 if self.statuses.insert(door.clone(), reported.status) != Some(reported.status) {
                     info!(
@@ -707,7 +822,7 @@ impl Engine {
         let mut counts = DoorCounts::default();
         for (door, record) in &self.doors {
             if !self.modes.contains_key(door) {
-                counts.unconfigured += 1;
+                counts.unconfigured += usize::from(record.desired.is_some());
                 continue;
             }
             counts.total += 1;

@@ -12,20 +12,23 @@
 //! still in flight.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rumqttc::{
-    AsyncClient, ConnectReturnCode, Event, EventLoop, Incoming, LastWill, MqttOptions, Outgoing,
-    QoS, SubscribeReasonCode,
+    AsyncClient, ConnectReturnCode, ConnectionError, Event, EventLoop, Incoming, LastWill,
+    MqttOptions, Outgoing, Publish, QoS, StateError, SubscribeFilter, SubscribeReasonCode,
 };
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast, mpsc, oneshot};
 use tokio::time::{Instant, sleep_until};
 use tracing::{Instrument, debug, info, warn};
 
 use crate::config::MqttConfig;
 use crate::engine::{INBOUND_BYTES, Inbound, Shared};
+use crate::logging::ratelimit::RateLimit;
 use crate::notify::Beat;
+use crate::reported::Status;
 use crate::topics::Topics;
 
 /// Publishes the link keeps outstanding at once, of every kind.
@@ -41,8 +44,16 @@ const PACKET_IDS: u16 = 1024;
 /// [`WINDOW`]. The queue allocates as it fills, so the bound costs nothing while idle.
 const REQUESTS: usize = 65_535 + WINDOW + 64;
 /// Events from the poll task waiting for the link. Small: when the engine is busy, the backlog
-/// belongs in the broker, not in the hub's memory.
+/// belongs in the broker, not in the hub's memory. The messages among them hold their share of
+/// [`INBOUND_BYTES`] already.
 const EVENTS: usize = 64;
+/// The longest door and part levels of a desired topic the hub reads in full: a door id has at
+/// most 64 characters, and a valid part level 4 (a longer one, up to 64, is still read and
+/// rejected with its reason).
+const LEVELS: usize = 64 + 64;
+/// What an MQTT PUBLISH carries besides its topic and payload, after the fixed header: the
+/// topic's length (2 bytes) and the packet id (2 bytes).
+const PUBLISH_FIELDS: usize = 2 + 2;
 /// How long a clean shutdown waits for the broker to take the shutdown notice.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
@@ -78,10 +89,12 @@ pub struct LinkSettings {
     pub resubscribe: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Tag {
     Event(u64),
     Reported,
+    /// The clearing of a door's retained `reported`.
+    Cleared(String),
     Health,
 }
 
@@ -175,9 +188,10 @@ impl Link {
             .set_clean_session(false)
             .set_manual_acks(true)
             .set_inflight(PACKET_IDS)
-            // Incoming room well above max_payload, so an oversized snapshot is rejected with a
-            // reason instead of breaking the connection (and being redelivered forever).
-            .set_max_packet_size((mqtt.max_payload.saturating_mul(4)).max(16 << 20), 1 << 20)
+            // The bound on what one message can cost before the engine sees it. A bigger packet
+            // breaks the connection; `poll` then reconnects with a clean session so the broker
+            // drops it instead of redelivering it forever.
+            .set_max_packet_size(max_incoming(mqtt.max_payload, &self.topics), 1 << 20)
             .set_last_will(LastWill::new(
                 self.topics.health(),
                 self.shared.health.will(),
@@ -209,12 +223,26 @@ impl Link {
         let gate = Arc::new(Mutex::new(false));
         let (events_tx, mut events) = mpsc::channel(EVENTS);
         let (stop_tx, stop_rx) = oneshot::channel();
+        let limit = max_incoming(self.settings.mqtt.max_payload, &self.topics);
+        let configured_only = Arc::new(AtomicBool::new(false));
         let poller = tokio::spawn(
-            poll(eventloop, gate.clone(), events_tx, stop_rx).instrument(tracing::Span::current()),
+            poll(
+                eventloop,
+                LinkFlags {
+                    gate: gate.clone(),
+                    configured_only: configured_only.clone(),
+                },
+                self.shared.inbound_bytes.clone(),
+                events_tx,
+                stop_rx,
+                limit,
+            )
+            .instrument(tracing::Span::current()),
         );
         let mut state = State {
             client,
             gate,
+            configured_only,
             tracker: Tracker::default(),
             connected: false,
             ever_connected: false,
@@ -229,7 +257,17 @@ impl Link {
                 _ = self.shutdown.recv() => break,
                 _ = self.beat.raised() => self.beat.ack(),
                 ev = events.recv() => match ev {
-                    Some(Ok(ev)) => self.on_event(&mut state, ev).await,
+                    Some(Ok(Polled::Event(ev))) => self.on_event(&mut state, ev).await,
+                    Some(Ok(Polled::Publish(publish, budget))) => {
+                        let m = Inbound {
+                            publish,
+                            client: Some(state.client.clone()),
+                            budget: Some(budget),
+                        };
+                        if self.inbound.send(m).await.is_err() {
+                            debug!("engine gone; not forwarding");
+                        }
+                    }
                     Some(Err(e)) => {
                         // rumqttc's errors name the endpoint and the cause, never credentials.
                         self.shared.health.set_mqtt_error(&e.to_string());
@@ -291,10 +329,7 @@ impl Link {
                     state.tracker.reset(first);
                 }
                 if !ack.session_present || (self.settings.resubscribe && !state.ever_connected) {
-                    let filter = self.topics.desired_filter();
-                    if let Err(e) = state.client.try_subscribe(filter, QoS::AtLeastOnce) {
-                        warn!("cannot subscribe: {e}");
-                    }
+                    self.subscribe(state);
                 }
                 state.connected = true;
                 state.ever_connected = true;
@@ -305,31 +340,20 @@ impl Link {
                 state.health_pending = true;
                 self.pump(state);
             }
-            Event::Incoming(Incoming::Publish(publish)) => {
-                let bytes = publish.payload.len().clamp(1, INBOUND_BYTES) as u32;
-                let Ok(budget) = self
-                    .shared
-                    .inbound_bytes
-                    .clone()
-                    .acquire_many_owned(bytes)
-                    .await
-                else {
-                    return;
-                };
-                let m = Inbound {
-                    publish,
-                    client: Some(state.client.clone()),
-                    budget: Some(budget),
-                };
-                if self.inbound.send(m).await.is_err() {
-                    debug!("engine gone; not forwarding");
-                }
-            }
             Event::Incoming(Incoming::PubAck(ack)) => {
-                if let Some(Tag::Event(seq)) = state.tracker.acked(ack.pkid)
-                    && let Err(e) = self.shared.store.remove_event(seq)
-                {
-                    warn!(seq, "cannot remove an acknowledged event: {e}");
+                match state.tracker.acked(ack.pkid) {
+                    Some(Tag::Event(seq)) => {
+                        if let Err(e) = self.shared.store.remove_event(seq) {
+                            warn!(seq, "cannot remove an acknowledged event: {e}");
+                        }
+                    }
+                    Some(Tag::Cleared(door)) => {
+                        self.shared.board.cleared(&door);
+                        if let Err(e) = self.shared.store.cleared(&door) {
+                            warn!(%door, "cannot note a cleared retained reported: {e}");
+                        }
+                    }
+                    _ => {}
                 }
                 self.pump(state);
             }
@@ -340,6 +364,11 @@ impl Link {
                     .any(|c| matches!(c, SubscribeReasonCode::Failure))
                 {
                     warn!("the broker refused the subscription to desired snapshots");
+                } else if state.configured_only.load(Ordering::Relaxed) {
+                    info!(
+                        filters = ack.return_codes.len(),
+                        "subscribed to the configured doors' desired snapshots"
+                    );
                 } else {
                     info!(filter = %self.topics.desired_filter(), "subscribed");
                 }
@@ -349,6 +378,33 @@ impl Link {
                 warn!(pkid, "broker link: packet id collision");
             }
             other => debug!("mqtt: {other:?}"),
+        }
+    }
+
+    /// Subscribes to every door's desired parts; or, once a retained message too large to read
+    /// keeps coming back with that subscription, to the configured doors' only.
+    fn subscribe(&self, state: &State) {
+        let queued = if state.configured_only.load(Ordering::Relaxed) {
+            let filters: Vec<SubscribeFilter> = self
+                .shared
+                .board
+                .snapshot()
+                .iter()
+                .filter(|r| r.status != Status::Unconfigured)
+                .map(|r| {
+                    SubscribeFilter::new(self.topics.door_desired_filter(&r.door), QoS::AtLeastOnce)
+                })
+                .collect();
+            if filters.is_empty() {
+                return;
+            }
+            state.client.try_subscribe_many(filters)
+        } else {
+            let filter = self.topics.desired_filter();
+            state.client.try_subscribe(filter, QoS::AtLeastOnce)
+        };
+        if let Err(e) = queued {
+            warn!("cannot subscribe: {e}");
         }
     }
 
@@ -378,6 +434,14 @@ impl Link {
                 ) {
                     self.shared.board.remark(&r.door);
                 }
+            }
+        }
+        let room = WINDOW.saturating_sub(state.tracker.outstanding());
+        for door in self.shared.board.take_cleared(room) {
+            // An empty retained publish removes the broker's retained message.
+            let topic = self.topics.reported(&door);
+            if !state.publish(topic, Vec::new(), true, Tag::Cleared(door.clone())) {
+                self.shared.board.reclear(&door);
             }
         }
         let room = WINDOW
@@ -421,7 +485,8 @@ impl Link {
             return;
         }
         let mut notice_pkid = None;
-        while let Ok(Some(Ok(ev))) = tokio::time::timeout_at(deadline, events.recv()).await {
+        while let Ok(Some(Ok(polled))) = tokio::time::timeout_at(deadline, events.recv()).await {
+            let Polled::Event(ev) = polled else { continue };
             match ev {
                 Event::Outgoing(Outgoing::Publish(pkid)) => {
                     state.tracker.sent(pkid);
@@ -448,19 +513,42 @@ impl Link {
     }
 }
 
+/// The largest incoming packet the link reads, as MQTT counts it (the bytes after the fixed
+/// header): a desired part of `max_payload` bytes on the longest desired topic the hub acts on.
+/// rumqttc refuses a bigger one by breaking the connection, before reading it.
+pub fn max_incoming(max_payload: usize, topics: &Topics) -> usize {
+    // The filter's two `+` are the door and part levels.
+    let topic = topics.desired_filter().len() - 2 + LEVELS;
+    max_payload + topic + PUBLISH_FIELDS
+}
+
+/// What the poll task hands the link.
+enum Polled {
+    /// An event of the event loop (not an incoming message).
+    Event(Event),
+    /// An incoming message, with its share of [`INBOUND_BYTES`].
+    Publish(Publish, OwnedSemaphorePermit),
+}
+
 /// What the poll task reports: an event, or a connection error (after which it backs off).
-type PollEvent = Result<Event, rumqttc::ConnectionError>;
+type PollEvent = Result<Polled, ConnectionError>;
 
 /// Polls the event loop, never cancelled mid-operation (a cancelled poll can drop a packet), and
-/// forwards what happens. After a connection error it closes the gate and moves every queued
+/// forwards what happens. An incoming message first takes its share of the inbound budget: until
+/// there is room, rumqttc is not polled, so at most the packets it has already read ahead are
+/// held outside the budget. After a connection error it closes the gate and moves every queued
 /// request into rumqttc's own pending list, then backs off before reconnecting.
 async fn poll(
     mut eventloop: EventLoop,
-    gate: Arc<Mutex<bool>>,
+    flags: LinkFlags,
+    budget: Arc<Semaphore>,
     events: mpsc::Sender<PollEvent>,
     mut stop: oneshot::Receiver<()>,
+    limit: usize,
 ) {
     let mut backoff = Backoff::default();
+    let mut oversized = RateLimit::default();
+    let mut clean_connection = false;
     loop {
         let ev = tokio::select! {
             ev = eventloop.poll() => ev,
@@ -468,20 +556,70 @@ async fn poll(
         };
         let failed = ev.is_err();
         match &ev {
-            Ok(Event::Incoming(Incoming::ConnAck(_))) => backoff = Backoff::default(),
+            Ok(Event::Incoming(Incoming::ConnAck(_))) => {
+                clean_connection = eventloop.mqtt_options.clean_session();
+                if clean_connection {
+                    // The connection that dropped an oversized message: later ones are
+                    // persistent again. Its backoff stays, in case the message is retained and
+                    // comes back on every subscription.
+                    eventloop.mqtt_options.set_clean_session(false);
+                } else {
+                    backoff = Backoff::default();
+                }
+            }
             Ok(Event::Outgoing(Outgoing::Disconnect)) => {
-                let _ = events.send(ev).await;
+                let _ = events.send(ev.map(Polled::Event)).await;
                 return;
             }
-            Err(_) => {
-                let mut open = lock(&gate);
+            Err(e) => {
+                let mut open = lock(&flags.gate);
                 *open = false;
                 // A request queued after rumqttc's own clean-up (the link had not yet heard of
                 // the failure) joins the pending list too, so none is sent out of turn later.
                 eventloop.clean();
+                if let ConnectionError::MqttState(StateError::Deserialization(
+                    rumqttc::Error::PayloadSizeLimitExceeded(size),
+                )) = e
+                {
+                    // A persistent session would get the same message again at once: start a
+                    // clean one, which the broker opens without it (nothing unacknowledged is
+                    // lost: desired parts are retained, and the outbox is resent).
+                    eventloop.mqtt_options.set_clean_session(true);
+                    if clean_connection && !flags.configured_only.swap(true, Ordering::Relaxed) {
+                        // A clean session did not drop it: it is retained, and the wildcard
+                        // subscription brings it back every time, before the snapshots after it.
+                        warn!(
+                            size,
+                            limit,
+                            "a retained message on the desired topics is larger than mqtt.max_payload allows; following only the configured doors' snapshots until the daemon restarts (set the broker's max_packet_size)"
+                        );
+                    }
+                    if let Some(more) = oversized.check(std::time::Instant::now()) {
+                        warn!(
+                            size,
+                            limit,
+                            "the broker sent a message larger than mqtt.max_payload allows; reconnecting with a clean session so the broker drops it{more}"
+                        );
+                    }
+                }
             }
             _ => {}
         }
+        let ev = match ev {
+            Ok(Event::Incoming(Incoming::Publish(mut publish))) => {
+                // Its own allocation, so that what the budget counts is what it holds: rumqttc's
+                // payload shares the read buffer, which may be much larger.
+                publish.payload = publish.payload.to_vec().into();
+                let bytes = (publish.payload.len() + publish.topic.len()).clamp(1, INBOUND_BYTES);
+                let permit = tokio::select! {
+                    p = budget.clone().acquire_many_owned(bytes as u32) => p,
+                    _ = &mut stop => return,
+                };
+                let Ok(permit) = permit else { return };
+                Ok(Polled::Publish(publish, permit))
+            }
+            other => other.map(Polled::Event),
+        };
         if events.send(ev).await.is_err() {
             return;
         }
@@ -501,11 +639,22 @@ fn lock(gate: &Mutex<bool>) -> std::sync::MutexGuard<'_, bool> {
     gate.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// What the poll task changes in the link's state when a connection fails.
+struct LinkFlags {
+    /// [`State::gate`].
+    gate: Arc<Mutex<bool>>,
+    /// [`State::configured_only`].
+    configured_only: Arc<AtomicBool>,
+}
+
 struct State {
     client: AsyncClient,
     /// Open while the link may queue publishes: the link opens it once it has handled a
     /// CONNACK, the poll task closes it on a connection error.
     gate: Arc<Mutex<bool>>,
+    /// Set by the poll task when a retained message too large to read comes back with every
+    /// subscription: the link then subscribes to the configured doors' topics only.
+    configured_only: Arc<AtomicBool>,
     tracker: Tracker,
     connected: bool,
     ever_connected: bool,
@@ -566,6 +715,19 @@ impl Backoff {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_packet_limit_is_max_payload_plus_the_longest_desired_topic() {
+        let topics = Topics::new("doorhub/v1", &"h".repeat(64));
+        let topic = format!(
+            "doorhub/v1/{}/doors/{}/desired/{}",
+            "h".repeat(64),
+            "d".repeat(64),
+            "9".repeat(64)
+        );
+        assert_eq!(max_incoming(262_144, &topics), 262_144 + topic.len() + 4);
+        assert_eq!(max_incoming(262_144, &topics), 262_367);
+    }
 
     #[test]
     fn backoff_doubles_to_a_minute_with_jitter() {

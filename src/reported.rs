@@ -89,6 +89,9 @@ impl Reported {
 #[derive(Debug, Default)]
 pub struct Board {
     doors: Mutex<BTreeMap<String, (Reported, bool)>>,
+    /// Doors whose retained `reported` is to be cleared (an empty retained publish), each with
+    /// whether that publish is queued; an entry goes once the broker acknowledged it.
+    cleared: Mutex<BTreeMap<String, bool>>,
     /// Signalled when a door's state changed.
     pub changed: Notify,
 }
@@ -99,8 +102,15 @@ impl Board {
         self.doors.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    fn lock_cleared(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, bool>> {
+        // As above: plain set operations only.
+        self.cleared.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Records a door's state; it is marked for publishing if anything changed.
     pub fn update(&self, reported: Reported) {
+        // Its new state replaces the retained one: no need to clear it first.
+        self.lock_cleared().remove(&reported.door);
         let mut doors = self.lock();
         let changed = doors
             .get(&reported.door)
@@ -112,10 +122,14 @@ impl Board {
         }
     }
 
-    /// Marks every door for publishing again (after a reconnect).
+    /// Marks every door for publishing again, and every clearing not yet acknowledged (after a
+    /// reconnect).
     pub fn mark_all(&self) {
         for entry in self.lock().values_mut() {
             entry.1 = true;
+        }
+        for queued in self.lock_cleared().values_mut() {
+            *queued = false;
         }
     }
 
@@ -132,6 +146,41 @@ impl Board {
             }
         }
         out
+    }
+
+    /// Forgets a door, and marks its retained `reported` to be cleared.
+    pub fn remove(&self, door: &str) {
+        self.lock().remove(door);
+        self.lock_cleared().insert(door.to_owned(), false);
+        self.changed.notify_one();
+    }
+
+    /// Takes up to `limit` doors whose retained `reported` is to be cleared and whose clearing
+    /// is not queued yet; they count as queued from now on.
+    pub fn take_cleared(&self, limit: usize) -> Vec<String> {
+        let mut out = Vec::new();
+        for (door, queued) in self.lock_cleared().iter_mut() {
+            if out.len() >= limit {
+                break;
+            }
+            if !*queued {
+                *queued = true;
+                out.push(door.clone());
+            }
+        }
+        out
+    }
+
+    /// Marks a door's clearing as not queued (its publish could not be queued).
+    pub fn reclear(&self, door: &str) {
+        if let Some(queued) = self.lock_cleared().get_mut(door) {
+            *queued = false;
+        }
+    }
+
+    /// The broker acknowledged a door's clearing.
+    pub fn cleared(&self, door: &str) {
+        self.lock_cleared().remove(door);
     }
 
     /// Marks one door again (its publish could not be queued).
@@ -218,5 +267,30 @@ mod tests {
         board.mark_all();
         assert_eq!(board.take_marked(1).len(), 1);
         assert_eq!(board.take_marked(10).len(), 1);
+    }
+
+    #[test]
+    fn a_removed_door_is_cleared_once_unless_reported_again() {
+        let board = Board::default();
+        board.update(reported("a", 1));
+        board.update(reported("b", 1));
+        board.take_marked(10);
+        board.remove("a");
+        board.remove("b");
+        assert_eq!(board.snapshot().len(), 0);
+        board.update(reported("b", 2));
+        assert_eq!(board.take_cleared(10), vec!["a".to_owned()]);
+        assert!(board.take_cleared(10).is_empty(), "queued once");
+        board.reclear("a");
+        board.reclear("b");
+        assert_eq!(board.take_cleared(10), vec!["a".to_owned()]);
+        // A reconnection before the broker's acknowledgement queues it again.
+        board.mark_all();
+        let republished = board.take_marked(10);
+        assert_eq!(republished.len(), 1, "a removed door is not republished");
+        assert_eq!(board.take_cleared(10), vec!["a".to_owned()]);
+        board.cleared("a");
+        board.mark_all();
+        assert!(board.take_cleared(10).is_empty());
     }
 }

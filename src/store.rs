@@ -11,6 +11,7 @@
 //! | `s/{door}` | the desired credential set, sorted by card ([`crate::credset`]) |
 //! | `a/{door}` | the set a `stored` door's reader confirmed, same format |
 //! | `p/{door}/{part u16 BE}` | a staged [`Part`], postcard |
+//! | `c/{door}` | empty: the door's record was removed and its retained `reported` is still to be cleared |
 //! | `o/{seq u64 BE}` | one event as published, JSON |
 //! | `m/next_seq`, `m/dropped` | outbox counters, u64 BE |
 
@@ -169,6 +170,16 @@ impl Change {
         self.batch.remove(applied_key(door));
     }
 
+    /// Removes everything stored for a door: its record, its sets, and staged parts `0..parts`;
+    /// and notes that its retained `reported` is to be cleared ([`Store::pending_clears`]).
+    pub fn remove_door(&mut self, door: &str, parts: u16) {
+        self.batch.insert(clear_key(door), &[][..]);
+        self.batch.remove(door_key(door));
+        self.batch.remove(set_key(door));
+        self.batch.remove(applied_key(door));
+        self.remove_parts(door, parts);
+    }
+
     /// Replaces a door's desired set with version `version`'s.
     pub fn put_set(&mut self, door: &str, version: u64, set: &[Credential]) {
         self.batch
@@ -210,6 +221,7 @@ const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 const NEXT_SEQ: &[u8] = b"m/next_seq";
 const DROPPED: &[u8] = b"m/dropped";
 const OUTBOX: &[u8] = b"o/";
+const CLEAR: &[u8] = b"c/";
 
 impl Store {
     /// Opens (or creates, mode 0700) the store in `dir`.
@@ -268,6 +280,22 @@ impl Store {
             out.push((door, record));
         }
         Ok(out)
+    }
+
+    /// Doors whose record was removed and whose retained `reported` is not known to be cleared.
+    pub fn pending_clears(&self) -> Result<Vec<String>, StoreError> {
+        let mut out = Vec::new();
+        for key in self.db.scan_prefix(CLEAR).keys() {
+            out.push(String::from_utf8_lossy(&key?[CLEAR.len()..]).into_owned());
+        }
+        Ok(out)
+    }
+
+    /// The broker took the clearing of a door's retained `reported` (or the door has a record
+    /// again). Not flushed: a crash merely clears it again.
+    pub fn cleared(&self, door: &str) -> Result<(), StoreError> {
+        self.db.remove(clear_key(door))?;
+        Ok(())
     }
 
     /// A door's desired set as stored (see [`crate::credset`]); `None` if it has none.
@@ -433,6 +461,10 @@ fn open_locked(config: &sled::Config, dir: &Path) -> Result<sled::Db, StoreError
 
 fn door_key(door: &str) -> Vec<u8> {
     format!("d/{door}").into_bytes()
+}
+
+fn clear_key(door: &str) -> Vec<u8> {
+    format!("c/{door}").into_bytes()
 }
 
 fn set_key(door: &str) -> Vec<u8> {
@@ -611,6 +643,27 @@ mod tests {
         assert!(store.parts_except("lobby", 1, 9).is_err());
         let mode = std::fs::metadata(dir.path()).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o700);
+    }
+
+    #[tokio::test]
+    async fn a_removed_door_stays_to_be_cleared_until_the_broker_took_it() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            let mut change = Change::new();
+            change.put_door("junk", &DoorRecord::default()).unwrap();
+            change.put_door("lobby", &DoorRecord::default()).unwrap();
+            store.apply(change).unwrap();
+            let mut change = Change::new();
+            change.remove_door("junk", 0);
+            store.apply(change).unwrap();
+            store.flush().await.unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.doors().unwrap().len(), 1);
+        assert_eq!(store.pending_clears().unwrap(), ["junk"]);
+        store.cleared("junk").unwrap();
+        assert!(store.pending_clears().unwrap().is_empty());
     }
 
     #[test]

@@ -48,6 +48,11 @@ impl Topics {
         format!("{}/doors/+/desired/+", self.base)
     }
 
+    /// The subscription for one door's desired parts.
+    pub fn door_desired_filter(&self, door: &str) -> String {
+        format!("{}/doors/{door}/desired/+", self.base)
+    }
+
     /// `{prefix}/{hub}/doors/{door}/reported`
     pub fn reported(&self, door: &str) -> String {
         format!("{}/doors/{door}/reported", self.base)

@@ -156,6 +156,7 @@ fn defaults_and_empty_strings() {
     assert_eq!(config.health.interval_s, 60);
     assert_eq!(config.events.max_queued, 100_000);
     assert_eq!(config.limits.credentials_per_door, 100_000);
+    assert_eq!(config.limits.unconfigured_doors, 64);
     assert!(config.bus.is_empty() && config.door.is_empty());
 }
 

@@ -130,6 +130,8 @@ pub struct EventsConfig {
 pub struct LimitsConfig {
     /// Most credentials one door's desired set may hold.
     pub credentials_per_door: usize,
+    /// Most records kept for doors the cloud sends snapshots for that are not configured here.
+    pub unconfigured_doors: usize,
 }
 
 /// One `[[bus]]`: an RS-485 line.

@@ -88,7 +88,10 @@ const HEALTH: &[Spec] = &[key("interval_s", int(1, 86_400, " seconds"))];
 
 const EVENTS: &[Spec] = &[key("max_queued", int(1, 10_000_000, " events"))];
 
-const LIMITS: &[Spec] = &[key("credentials_per_door", int(1, 1_000_000, ""))];
+const LIMITS: &[Spec] = &[
+    key("credentials_per_door", int(1, 1_000_000, "")),
+    key("unconfigured_doors", int(0, 10_000, " doors")),
+];
 
 const LOG: &[Spec] = &[key(
     "level",

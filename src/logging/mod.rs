@@ -3,6 +3,7 @@
 //! text; to stderr otherwise.
 
 mod journal;
+pub mod ratelimit;
 
 use std::fs::File;
 use std::io::IsTerminal;
