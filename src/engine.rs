@@ -138,6 +138,9 @@ pub struct Engine {
     /// Set when a damaged record was dropped: the link then subscribes afresh, so that the broker
     /// sends the retained snapshots again.
     resubscribe: bool,
+    /// Doors whose stored desired set does not read back whole, and why: reported `error`, never
+    /// applied, until their snapshot is adopted again.
+    damaged: BTreeMap<String, ErrorReport>,
 }
 
 impl Engine {
@@ -159,6 +162,7 @@ impl Engine {
             doors: BTreeMap::new(),
             statuses: HashMap::new(),
             resubscribe: false,
+            damaged: BTreeMap::new(),
         };
         for (door, record) in engine.shared.store.doors()? {
             match record {
@@ -171,6 +175,7 @@ impl Engine {
                 }
             }
         }
+        engine.check_sets(&config.door)?;
         let started = engine.shared.health.started_at();
         // Every door's state is on the board, and health's counts are right, before the link's
         // first connection publishes them.
@@ -215,6 +220,7 @@ impl Engine {
         for (door, record) in self.doors.iter_mut() {
             let Some(d) = &record.desired else { continue };
             if self.modes.get(door) == Some(&DoorMode::Hub)
+                && !self.damaged.contains_key(door)
                 && record.applied.map(|a| a.version) < Some(d.set.version)
             {
                 record.applied = Some(d.set);
@@ -224,6 +230,37 @@ impl Engine {
         self.shared.store.apply(change)?;
         let all: Vec<String> = self.doors.keys().cloned().collect();
         self.report(all.iter());
+        Ok(())
+    }
+
+    /// Finds the doors whose stored desired set does not read back whole (a damaged store, or a
+    /// set an older encoding cut): each is reported `error`, a `hub` door's set counts as not
+    /// applied, and the link subscribes afresh so that the broker resends the snapshot.
+    fn check_sets(&mut self, doors: &[DoorConfig]) -> Result<(), StoreError> {
+        for (door, record) in &mut self.doors {
+            let Some(d) = &record.desired else { continue };
+            match self.shared.store.check_set(door, &d.set) {
+                Ok(()) => {}
+                Err(e @ StoreError::Corrupt { .. }) => {
+                    error!(%door, version = d.set.version, "the stored desired set is damaged; the broker will resend its snapshot: {e}");
+                    let report = ErrorReport {
+                        version: Some(d.set.version),
+                        reason: "the hub's stored credential set is damaged; waiting for the \
+                                 snapshot to be delivered again"
+                            .to_owned(),
+                    };
+                    self.damaged.insert(door.clone(), report);
+                    if doors
+                        .iter()
+                        .any(|c| c.id == *door && c.mode == DoorMode::Hub)
+                    {
+                        record.applied = None;
+                    }
+                    self.resubscribe = true;
+                }
+                Err(e) => return Err(e),
+            }
+        }
         Ok(())
     }
 
@@ -491,7 +528,8 @@ impl Engine {
                 self.stale(door, version, "older than the stored desired version");
                 return Ok(());
             }
-            if version == d.set.version {
+            // A damaged set's version is adopted again when the broker resends it.
+            if version == d.set.version && !self.damaged.contains_key(door) {
                 let same = d.part_hashes.len() == usize::from(part.parts)
                     && d.part_hashes[usize::from(part.part)] == hash;
                 self.repeated(door, record, version, same);
@@ -585,7 +623,8 @@ impl Engine {
             count: set.len(),
             digest: SetDigest::of(&set),
         };
-        change.put_set(door, version, &set);
+        change.put_set(door, version, &set)?;
+        self.damaged.remove(door);
         record.desired = Some(DesiredMeta {
             set: state,
             part_hashes: assembly.received.into_iter().flatten().collect(),
@@ -643,6 +682,7 @@ impl Engine {
         match self.readers.get(door) {
             None => Status::Unconfigured,
             Some(r) if !r.online => Status::Offline,
+            Some(_) if self.damaged.contains_key(door) => Status::Error,
             Some(_) if applied == desired => Status::InSync,
             Some(r) if r.failure.is_some() && !r.syncing => Status::Error,
             Some(_) => Status::Pending,
@@ -670,8 +710,8 @@ impl Engine {
                     reader.map_or(self.shared.health.started_at(), |r| r.since),
                 ),
             },
-            error: reader
-                .and_then(|r| r.failure.clone())
+            error: (self.damaged.get(door).cloned())
+                .or_else(|| reader.and_then(|r| r.failure.clone()))
                 .or_else(|| record.error.clone()),
         }
     }
