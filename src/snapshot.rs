@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 use std::fmt;
 
+use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
@@ -198,9 +199,23 @@ pub struct Limits {
     pub credentials_per_door: usize,
 }
 
-/// A JSON value as received. Objects keep every key in order, repeats included, so that a field
-/// given twice is rejected rather than silently taken from its last copy; and the checks below
-/// word every mistake in the contract's terms instead of a deserializer's.
+/// Where a value sits in the payload, which decides how an object or an array there is read.
+/// Arrays and objects where the contract wants a single value are skipped unread, and credentials
+/// are checked as they are read, stopping at the first invalid one or at the limit: a hostile
+/// payload costs no more memory than the credentials it may carry.
+#[derive(Clone, Copy)]
+enum At {
+    /// A field that holds one value.
+    Field,
+    /// The payload itself; `limit` is `limits.credentials_per_door`.
+    Payload { limit: usize },
+    /// The `credentials` array.
+    Credentials { limit: usize },
+    /// `credentials[index]`.
+    Credential { index: usize },
+}
+
+/// A value of the payload, as read at its place.
 enum Json {
     Null,
     Bool(bool),
@@ -208,19 +223,100 @@ enum Json {
     Int(i64),
     Float(f64),
     String(String),
-    Array(Vec<Json>),
-    Object(Vec<(String, Json)>),
+    /// An array, skipped.
+    Array,
+    /// An object, skipped.
+    Object,
+    /// The payload's object.
+    Part(Box<RawPart>),
+    /// The `credentials` array.
+    Credentials(CredentialList),
+    /// One credential, checked.
+    Credential(Result<Credential, SnapshotError>),
 }
 
-impl<'de> Deserialize<'de> for Json {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Json, D::Error> {
-        d.deserialize_any(JsonVisitor)
+impl fmt::Display for Json {
+    /// What a value is, for "must be ..., not {this}": numbers and literals as they are, other
+    /// values by their kind (a string's content may be long or hostile).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Json::Null => f.write_str("null"),
+            Json::Bool(b) => write!(f, "{b}"),
+            Json::UInt(n) => write!(f, "{n}"),
+            Json::Int(n) => write!(f, "{n}"),
+            Json::Float(x) => write!(f, "{x:?}"),
+            Json::String(_) => f.write_str("a string"),
+            Json::Array | Json::Credentials(_) => f.write_str("an array"),
+            Json::Object | Json::Part(_) | Json::Credential(_) => f.write_str("an object"),
+        }
     }
 }
 
-struct JsonVisitor;
+/// A field of an object as given.
+#[derive(Default)]
+enum Given {
+    #[default]
+    Absent,
+    Once(Json),
+    Twice,
+}
 
-impl<'de> serde::de::Visitor<'de> for JsonVisitor {
+impl Given {
+    fn set(&mut self, value: Json) {
+        *self = match self {
+            Given::Absent => Given::Once(value),
+            _ => Given::Twice,
+        };
+    }
+
+    /// The value, `None` when absent; a field given twice breaks the rule, at `field`.
+    fn value(self, field: impl FnOnce() -> String) -> Result<Option<Json>, SnapshotError> {
+        match self {
+            Given::Absent => Ok(None),
+            Given::Once(v) => Ok(Some(v)),
+            Given::Twice => Err(SnapshotError::field(field(), "must be given only once")),
+        }
+    }
+}
+
+/// The payload's fields that the contract names; others are skipped unread.
+#[derive(Default)]
+struct RawPart {
+    version: Given,
+    part: Given,
+    parts: Given,
+    credentials: Given,
+}
+
+/// A credential's fields that the contract names.
+#[derive(Default)]
+struct RawCredential {
+    id: Given,
+    bits: Given,
+    data: Given,
+    not_before: Given,
+    not_after: Given,
+}
+
+/// What was read of the `credentials` array.
+struct CredentialList {
+    /// The valid credentials, in order, up to the first invalid one or the limit.
+    valid: Vec<Credential>,
+    /// Why the first invalid credential is invalid.
+    invalid: Option<SnapshotError>,
+    /// How many elements the array has.
+    total: usize,
+}
+
+impl<'de> DeserializeSeed<'de> for At {
+    type Value = Json;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Json, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for At {
     type Value = Json;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -255,52 +351,90 @@ impl<'de> serde::de::Visitor<'de> for JsonVisitor {
         Ok(Json::String(v))
     }
 
-    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Json, A::Error> {
-        let mut items = Vec::new();
-        while let Some(item) = seq.next_element()? {
-            items.push(item);
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Json, A::Error> {
+        let At::Credentials { limit } = self else {
+            while seq.next_element::<IgnoredAny>()?.is_some() {}
+            return Ok(Json::Array);
+        };
+        let mut list = CredentialList {
+            valid: Vec::new(),
+            invalid: None,
+            total: 0,
+        };
+        loop {
+            if list.total < limit && list.invalid.is_none() {
+                let index = list.total;
+                let Some(item) = seq.next_element_seed(At::Credential { index })? else {
+                    break;
+                };
+                match item {
+                    Json::Credential(Ok(c)) => list.valid.push(c),
+                    Json::Credential(Err(e)) => list.invalid = Some(e),
+                    other => {
+                        let rule = must_be("an object", Some(&other));
+                        list.invalid =
+                            Some(SnapshotError::field(format!("credentials[{index}]"), rule));
+                    }
+                }
+            } else if seq.next_element::<IgnoredAny>()?.is_none() {
+                break;
+            }
+            list.total += 1;
         }
-        Ok(Json::Array(items))
+        Ok(Json::Credentials(list))
     }
 
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Json, A::Error> {
-        let mut fields = Vec::new();
-        while let Some(field) = map.next_entry()? {
-            fields.push(field);
-        }
-        Ok(Json::Object(fields))
-    }
-}
-
-impl fmt::Display for Json {
-    /// What a value is, for "must be ..., not {this}": numbers and literals as they are, other
-    /// values by their kind (a string's content may be long or hostile).
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Json, A::Error> {
         match self {
-            Json::Null => f.write_str("null"),
-            Json::Bool(b) => write!(f, "{b}"),
-            Json::UInt(n) => write!(f, "{n}"),
-            Json::Int(n) => write!(f, "{n}"),
-            Json::Float(x) => write!(f, "{x:?}"),
-            Json::String(_) => f.write_str("a string"),
-            Json::Array(_) => f.write_str("an array"),
-            Json::Object(_) => f.write_str("an object"),
+            At::Payload { limit } => {
+                let mut p = RawPart::default();
+                while let Some(key) = map.next_key::<String>()? {
+                    let (field, at) = match key.as_str() {
+                        "version" => (&mut p.version, At::Field),
+                        "part" => (&mut p.part, At::Field),
+                        "parts" => (&mut p.parts, At::Field),
+                        "credentials" => (&mut p.credentials, At::Credentials { limit }),
+                        _ => {
+                            map.next_value::<IgnoredAny>()?;
+                            continue;
+                        }
+                    };
+                    field.set(map.next_value_seed(at)?);
+                }
+                Ok(Json::Part(Box::new(p)))
+            }
+            At::Credential { index } => {
+                let mut c = RawCredential::default();
+                while let Some(key) = map.next_key::<String>()? {
+                    let field = match key.as_str() {
+                        "id" => &mut c.id,
+                        "bits" => &mut c.bits,
+                        "data" => &mut c.data,
+                        "not_before" => &mut c.not_before,
+                        "not_after" => &mut c.not_after,
+                        _ => {
+                            map.next_value::<IgnoredAny>()?;
+                            continue;
+                        }
+                    };
+                    field.set(map.next_value_seed(At::Field)?);
+                }
+                Ok(Json::Credential(parse_credential(index, c)))
+            }
+            At::Field | At::Credentials { .. } => {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(Json::Object)
+            }
         }
     }
 }
 
-/// The value of `key` in an object's fields (`None` if absent); a key given twice is an error.
-fn get<'a>(
-    fields: &'a [(String, Json)],
-    key: &str,
-    path: impl Fn() -> String,
-) -> Result<Option<&'a Json>, SnapshotError> {
-    let mut found = fields.iter().filter(|(k, _)| k == key).map(|(_, v)| v);
-    let first = found.next();
-    if found.next().is_some() {
-        return Err(SnapshotError::field(path(), "must be given only once"));
-    }
-    Ok(first)
+/// Reads a payload as the value at `at`, to its end.
+fn read(payload: &[u8], at: At) -> Result<Json, serde_json::Error> {
+    let mut de = serde_json::Deserializer::from_slice(payload);
+    let json = at.deserialize(&mut de)?;
+    de.end()?;
+    Ok(json)
 }
 
 /// `must be {expected}, not {what it is}`.
@@ -312,18 +446,20 @@ fn must_be(expected: &str, got: Option<&Json>) -> String {
 }
 
 /// An integer in `range`, or the rule it breaks.
-fn integer(got: Option<&Json>, range: std::ops::RangeInclusive<u64>) -> Result<u64, String> {
+fn integer(got: Option<Json>, range: std::ops::RangeInclusive<u64>) -> Result<u64, String> {
     let expected = format!("an integer in {}..={}", range.start(), range.end());
     match got {
-        Some(Json::UInt(n)) if range.contains(n) => Ok(*n),
-        _ => Err(must_be(&expected, got)),
+        Some(Json::UInt(n)) if range.contains(&n) => Ok(n),
+        _ => Err(must_be(&expected, got.as_ref())),
     }
 }
 
-/// The version of a payload, if it is an object with one valid version field.
-fn version_of(fields: &[(String, Json)]) -> Option<u64> {
-    let v = get(fields, "version", String::new).ok()?;
-    integer(v, 1..=MAX_VERSION).ok()
+/// The payload's version, if it was given once and is valid.
+fn version_of(p: &RawPart) -> Option<u64> {
+    match p.version {
+        Given::Once(Json::UInt(v)) if (1..=MAX_VERSION).contains(&v) => Some(v),
+        _ => None,
+    }
 }
 
 /// Parses a topic's part level: a decimal number without leading zeros.
@@ -341,15 +477,16 @@ pub fn parse_part_level(level: &str) -> Result<u64, SnapshotError> {
 
 /// Reads just the version from a payload that failed validation, for the error report.
 pub fn read_version(payload: &[u8]) -> Option<u64> {
-    match serde_json::from_slice(payload).ok()? {
-        Json::Object(fields) => version_of(&fields),
+    match read(payload, At::Payload { limit: 0 }).ok()? {
+        Json::Part(p) => version_of(&p),
         _ => None,
     }
 }
 
 /// Parses and validates one part received on the part level `topic_part`. Fields are checked in
 /// the order `version`, `part` (against the topic), `parts`, `part` against `parts`,
-/// `credentials`, then each credential in list order, then duplicates within the part.
+/// `credentials`, its length against the limit, each credential in list order, then duplicates
+/// within the part.
 pub fn parse_part(payload: &[u8], topic_part: u64, limits: Limits) -> Result<Part, Rejection> {
     if payload.len() > limits.max_payload {
         return Err(Rejection {
@@ -360,87 +497,74 @@ pub fn parse_part(payload: &[u8], topic_part: u64, limits: Limits) -> Result<Par
             },
         });
     }
-    let json: Json = serde_json::from_slice(payload).map_err(|e| Rejection {
+    let limit = limits.credentials_per_door;
+    let json = read(payload, At::Payload { limit }).map_err(|e| Rejection {
         version: None,
         error: SnapshotError::Json(e.to_string()),
     })?;
-    let Json::Object(fields) = json else {
+    let Json::Part(p) = json else {
         return Err(Rejection {
             version: None,
             error: SnapshotError::field("payload", must_be("a JSON object", Some(&json))),
         });
     };
-    let version = version_of(&fields);
-    check_part(&fields, topic_part, limits).map_err(|error| Rejection { version, error })
+    let version = version_of(&p);
+    check_part(*p, topic_part, limit).map_err(|error| Rejection { version, error })
 }
 
-fn check_part(
-    fields: &[(String, Json)],
-    topic_part: u64,
-    limits: Limits,
-) -> Result<Part, SnapshotError> {
-    let top = |name: &'static str| {
-        let v = get(fields, name, || name.to_owned())?;
-        Ok::<_, SnapshotError>((name, v))
-    };
-    let (name, v) = top("version")?;
-    let version = integer(v, 1..=MAX_VERSION).map_err(|r| SnapshotError::field(name, r))?;
-    let (name, v) = top("part")?;
-    let part = integer(v, 0..=MAX_PARTS - 1).map_err(|r| SnapshotError::field(name, r))?;
+fn check_part(p: RawPart, topic_part: u64, limit: usize) -> Result<Part, SnapshotError> {
+    let field = |name: &'static str, r| SnapshotError::field(name, r);
+    let version = p.version.value(|| "version".into())?;
+    let version = integer(version, 1..=MAX_VERSION).map_err(|r| field("version", r))?;
+    let part = p.part.value(|| "part".into())?;
+    let part = integer(part, 0..=MAX_PARTS - 1).map_err(|r| field("part", r))?;
     if part != topic_part {
-        return Err(SnapshotError::field(
-            name,
-            format!("must match part {topic_part} in the topic, not {part}"),
-        ));
+        let rule = format!("must match part {topic_part} in the topic, not {part}");
+        return Err(field("part", rule));
     }
-    let (name, v) = top("parts")?;
-    let parts = integer(v, 1..=MAX_PARTS).map_err(|r| SnapshotError::field(name, r))?;
+    let parts = p.parts.value(|| "parts".into())?;
+    let parts = integer(parts, 1..=MAX_PARTS).map_err(|r| field("parts", r))?;
     if part >= parts {
-        return Err(SnapshotError::field(
+        return Err(field(
             "part",
             format!("must be below parts ({parts}), not {part}"),
         ));
     }
-    let (name, v) = top("credentials")?;
-    let Some(Json::Array(list)) = v else {
-        return Err(SnapshotError::field(
-            name,
-            must_be("an array of credentials", v),
-        ));
+    let list = match p.credentials.value(|| "credentials".into())? {
+        Some(Json::Credentials(list)) => list,
+        other => {
+            let rule = must_be("an array of credentials", other.as_ref());
+            return Err(field("credentials", rule));
+        }
     };
-    if list.len() > limits.credentials_per_door {
+    if list.total > limit {
         return Err(SnapshotError::TooMany {
-            count: list.len(),
-            max: limits.credentials_per_door,
+            count: list.total,
+            max: limit,
         });
     }
-    let credentials = list
-        .iter()
-        .enumerate()
-        .map(|(index, c)| parse_credential(index, c))
-        .collect::<Result<Vec<_>, _>>()?;
-    check_unique(credentials.iter())?;
+    if let Some(e) = list.invalid {
+        return Err(e);
+    }
+    check_unique(list.valid.iter())?;
     // Both bounds were checked above against MAX_PARTS, which fits in u16.
     Ok(Part {
         version,
         part: part as u16,
         parts: parts as u16,
-        credentials,
+        credentials: list.valid,
     })
 }
 
-fn parse_credential(index: usize, json: &Json) -> Result<Credential, SnapshotError> {
-    let Json::Object(fields) = json else {
-        return Err(SnapshotError::field(
-            format!("credentials[{index}]"),
-            must_be("an object", Some(json)),
-        ));
-    };
+fn parse_credential(index: usize, c: RawCredential) -> Result<Credential, SnapshotError> {
     let path = |name: &str| format!("credentials[{index}].{name}");
     let id_rule = format!("a string of 1..={MAX_ID_CHARS} characters");
-    let id = match get(fields, "id", || path("id"))? {
+    let id = match c.id.value(|| path("id"))? {
         Some(Json::String(id)) => id,
-        other => return Err(SnapshotError::field(path("id"), must_be(&id_rule, other))),
+        other => {
+            let rule = must_be(&id_rule, other.as_ref());
+            return Err(SnapshotError::field(path("id"), rule));
+        }
     };
     let chars = id.chars().count();
     if !(1..=MAX_ID_CHARS).contains(&chars) {
@@ -452,47 +576,42 @@ fn parse_credential(index: usize, json: &Json) -> Result<Credential, SnapshotErr
     // The other fields' errors also name the credential.
     let at = |name: &str| format!("{} (id {id:?})", path(name));
     let bad = |name: &str, rule: String| SnapshotError::field(at(name), rule);
-    let bits =
-        integer(get(fields, "bits", || at("bits"))?, 1..=MAX_BITS).map_err(|r| bad("bits", r))?;
+    let bits = c.bits.value(|| at("bits"))?;
+    let bits = integer(bits, 1..=MAX_BITS).map_err(|r| bad("bits", r))?;
     let want = bits.div_ceil(8) as usize;
-    let data = match get(fields, "data", || at("data"))? {
+    let data = match c.data.value(|| at("data"))? {
         Some(Json::String(hex)) => hex,
-        other => return Err(bad("data", must_be("a string of hex digits", other))),
+        other => {
+            let rule = must_be("a string of hex digits", other.as_ref());
+            return Err(bad("data", rule));
+        }
     };
     let data = hex::decode(data).map_err(|_| {
-        bad(
-            "data",
-            "must be hex digits (0-9, a-f or A-F), two per byte".to_owned(),
-        )
+        let rule = "must be hex digits (0-9, a-f or A-F), two per byte";
+        bad("data", rule.to_owned())
     })?;
     if data.len() != want {
-        return Err(bad(
-            "data",
-            format!(
-                "must be exactly {want} bytes ({} hex digits) for {bits} bits, not {} bytes",
-                want * 2,
-                data.len()
-            ),
-        ));
+        let rule = format!(
+            "must be exactly {want} bytes ({} hex digits) for {bits} bits, not {} bytes",
+            want * 2,
+            data.len()
+        );
+        return Err(bad("data", rule));
     }
     let pad = (want * 8) as u64 - bits;
     if pad > 0 && data[want - 1] & ((1u8 << pad) - 1) != 0 {
-        return Err(bad(
-            "data",
-            "must have its padding bits after the last card bit zero".to_owned(),
-        ));
+        let rule = "must have its padding bits after the last card bit zero";
+        return Err(bad("data", rule.to_owned()));
     }
-    let time = |name: &str| {
-        let v = get(fields, name, || at(name))?;
-        parse_time(v).map_err(|r| bad(name, r))
-    };
-    let not_before = time("not_before")?;
-    let not_after = time("not_after")?;
+    let not_before = c.not_before.value(|| at("not_before"))?;
+    let not_before = parse_time(not_before).map_err(|r| bad("not_before", r))?;
+    let not_after = c.not_after.value(|| at("not_after"))?;
+    let not_after = parse_time(not_after).map_err(|r| bad("not_after", r))?;
     if not_before != 0 && not_after != 0 && not_after < not_before {
         return Err(bad("not_after", "must not be before not_before".to_owned()));
     }
     Ok(Credential {
-        id: id.clone(),
+        id,
         // At most MAX_BITS (128), checked above.
         bits: bits as u8,
         data,
@@ -506,13 +625,13 @@ const TIME_RULE: &str =
     "an RFC 3339 UTC timestamp from 1970-01-01T00:00:00Z to 2106-02-07T06:28:15Z";
 
 /// An optional time: absent or null is 0 (no limit).
-fn parse_time(json: Option<&Json>) -> Result<u32, String> {
+fn parse_time(json: Option<Json>) -> Result<u32, String> {
     let text = match json {
         None | Some(Json::Null) => return Ok(0),
         Some(Json::String(text)) => text,
-        other => return Err(must_be(&format!("{TIME_RULE}, or null"), other)),
+        other => return Err(must_be(&format!("{TIME_RULE}, or null"), other.as_ref())),
     };
-    humantime::parse_rfc3339(text)
+    humantime::parse_rfc3339(&text)
         .ok()
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
         .and_then(|d| u32::try_from(d.as_secs()).ok())

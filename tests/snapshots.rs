@@ -908,9 +908,34 @@ fn every_rejection_reason_names_the_field_and_the_rule() {
             assert!(!got.contains(bad), "{payload}: {got:?} contains {bad:?}");
         }
     }
+    // Nesting is skipped, not followed: deep where a value is wanted is just "an array", and in
+    // a field the contract does not name it is ignored.
+    let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+    let got = parse_part(deep.as_bytes(), 0, limits).unwrap_err().error;
+    assert_eq!(
+        got.to_string(),
+        "payload: must be a JSON object, not an array"
+    );
+    let got = parse_part(part(r#""credentials":[]"#).as_bytes(), 0, limits).unwrap();
+    assert_eq!(got.version, 7);
+    let ignored = part(&format!(
+        r#""extra":{deep},"credentials":[{{"id":"a","bits":8,"data":"01","x":{deep}}}]"#
+    ));
+    assert_eq!(
+        parse_part(ignored.as_bytes(), 0, limits)
+            .unwrap()
+            .credentials
+            .len(),
+        1
+    );
     // Syntax errors are the JSON parser's, behind "malformed JSON", and never a Rust name.
-    let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
-    for payload in ["{not json", "", "{\"version\":1e400}", &deep, "{\"a\":1}x"] {
+    for payload in [
+        "{not json",
+        "",
+        "{\"version\":1e400}",
+        "{\"a\":1}x",
+        "{\"version\":\"\\ud800\"}",
+    ] {
         let got = parse_part(payload.as_bytes(), 0, limits)
             .expect_err(payload)
             .error
