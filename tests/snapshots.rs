@@ -477,6 +477,7 @@ async fn an_id_of_64_four_byte_characters_is_stored_whole_and_granted() {
     daemon.wait().await.unwrap();
 
     // Read back from the store after a restart: still whole, still in sync.
+    sub.drain();
     let daemon = hub.start();
     let r = reported(&mut sub, "lobby", |r| r["reader"]["online"] == true).await;
     assert_eq!(
