@@ -388,12 +388,13 @@ impl<'de> Visitor<'de> for At {
         match self {
             At::Payload { limit } => {
                 let mut p = RawPart::default();
-                while let Some(key) = map.next_key::<String>()? {
-                    let (field, at) = match key.as_str() {
-                        "version" => (&mut p.version, At::Field),
-                        "part" => (&mut p.part, At::Field),
-                        "parts" => (&mut p.parts, At::Field),
-                        "credentials" => (&mut p.credentials, At::Credentials { limit }),
+                let names = &["version", "part", "parts", "credentials"];
+                while let Some(key) = map.next_key_seed(Key(names))? {
+                    let (field, at) = match key {
+                        Some(0) => (&mut p.version, At::Field),
+                        Some(1) => (&mut p.part, At::Field),
+                        Some(2) => (&mut p.parts, At::Field),
+                        Some(3) => (&mut p.credentials, At::Credentials { limit }),
                         _ => {
                             map.next_value::<IgnoredAny>()?;
                             continue;
@@ -405,13 +406,14 @@ impl<'de> Visitor<'de> for At {
             }
             At::Credential { index } => {
                 let mut c = RawCredential::default();
-                while let Some(key) = map.next_key::<String>()? {
-                    let field = match key.as_str() {
-                        "id" => &mut c.id,
-                        "bits" => &mut c.bits,
-                        "data" => &mut c.data,
-                        "not_before" => &mut c.not_before,
-                        "not_after" => &mut c.not_after,
+                let names = &["id", "bits", "data", "not_before", "not_after"];
+                while let Some(key) = map.next_key_seed(Key(names))? {
+                    let field = match key {
+                        Some(0) => &mut c.id,
+                        Some(1) => &mut c.bits,
+                        Some(2) => &mut c.data,
+                        Some(3) => &mut c.not_before,
+                        Some(4) => &mut c.not_after,
                         _ => {
                             map.next_value::<IgnoredAny>()?;
                             continue;
@@ -426,6 +428,30 @@ impl<'de> Visitor<'de> for At {
                 Ok(Json::Object)
             }
         }
+    }
+}
+
+/// An object's key, as its index in the names the contract gives the object's fields (`None` for
+/// a field it does not name), read without allocating.
+struct Key(&'static [&'static str]);
+
+impl<'de> DeserializeSeed<'de> for Key {
+    type Value = Option<usize>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Option<usize>, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Key {
+    type Value = Option<usize>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a field name")
+    }
+
+    fn visit_str<E>(self, key: &str) -> Result<Option<usize>, E> {
+        Ok(self.0.iter().position(|name| *name == key))
     }
 }
 
@@ -447,10 +473,12 @@ fn must_be(expected: &str, got: Option<&Json>) -> String {
 
 /// An integer in `range`, or the rule it breaks.
 fn integer(got: Option<Json>, range: std::ops::RangeInclusive<u64>) -> Result<u64, String> {
-    let expected = format!("an integer in {}..={}", range.start(), range.end());
     match got {
         Some(Json::UInt(n)) if range.contains(&n) => Ok(n),
-        _ => Err(must_be(&expected, got.as_ref())),
+        _ => {
+            let expected = format!("an integer in {}..={}", range.start(), range.end());
+            Err(must_be(&expected, got.as_ref()))
+        }
     }
 }
 
@@ -558,10 +586,10 @@ fn check_part(p: RawPart, topic_part: u64, limit: usize) -> Result<Part, Snapsho
 
 fn parse_credential(index: usize, c: RawCredential) -> Result<Credential, SnapshotError> {
     let path = |name: &str| format!("credentials[{index}].{name}");
-    let id_rule = format!("a string of 1..={MAX_ID_CHARS} characters");
     let id = match c.id.value(|| path("id"))? {
         Some(Json::String(id)) => id,
         other => {
+            let id_rule = format!("a string of 1..={MAX_ID_CHARS} characters");
             let rule = must_be(&id_rule, other.as_ref());
             return Err(SnapshotError::field(path("id"), rule));
         }
