@@ -157,6 +157,9 @@ pub struct Engine {
     /// Set when a damaged record was dropped: the link then subscribes afresh, so that the broker
     /// sends the retained snapshots again.
     resubscribe: bool,
+    /// Doors whose stored desired set does not read back whole, and why: reported `error`, never
+    /// applied, until their snapshot is adopted again.
+    damaged: BTreeMap<String, ErrorReport>,
 }
 
 impl Engine {
@@ -180,6 +183,7 @@ impl Engine {
             doors: BTreeMap::new(),
             statuses: HashMap::new(),
             resubscribe: false,
+            damaged: BTreeMap::new(),
         };
         for (door, record) in engine.shared.store.doors()? {
             match record {
@@ -201,6 +205,7 @@ impl Engine {
                 engine.shared.board.remove(&door);
             }
         }
+        engine.check_sets(&config.door)?;
         let started = engine.shared.health.started_at();
         // Every door's state is on the board, and health's counts are right, before the link's
         // first connection publishes them.
@@ -246,6 +251,7 @@ impl Engine {
         for (door, record) in self.doors.iter_mut() {
             let Some(d) = &record.desired else { continue };
             if self.modes.get(door) == Some(&DoorMode::Hub)
+                && !self.damaged.contains_key(door)
                 && record.applied.map(|a| a.version) < Some(d.set.version)
             {
                 record.applied = Some(d.set);
@@ -288,6 +294,7 @@ impl Engine {
         change.remove_door(door, record.assembly.map_or(0, |a| a.parts));
         self.shared.store.apply(change)?;
         self.statuses.remove(door);
+        self.damaged.remove(door);
         self.shared.board.remove(door);
         debug!(%door, "removed the record of a door that is not configured");
         Ok(())
@@ -299,6 +306,37 @@ impl Engine {
             .keys()
             .filter(|door| !self.modes.contains_key(*door))
             .count()
+    }
+
+    /// Finds the doors whose stored desired set does not read back whole (a damaged store, or a
+    /// set an older encoding cut): each is reported `error`, a `hub` door's set counts as not
+    /// applied, and the link subscribes afresh so that the broker resends the snapshot.
+    fn check_sets(&mut self, doors: &[DoorConfig]) -> Result<(), StoreError> {
+        for (door, record) in &mut self.doors {
+            let Some(d) = &record.desired else { continue };
+            match self.shared.store.check_set(door, &d.set) {
+                Ok(()) => {}
+                Err(e @ StoreError::Corrupt { .. }) => {
+                    error!(%door, version = d.set.version, "the stored desired set is damaged; the broker will resend its snapshot: {e}");
+                    let report = ErrorReport {
+                        version: Some(d.set.version),
+                        reason: "the hub's stored credential set is damaged; waiting for the \
+                                 snapshot to be delivered again"
+                            .to_owned(),
+                    };
+                    self.damaged.insert(door.clone(), report);
+                    if doors
+                        .iter()
+                        .any(|c| c.id == *door && c.mode == DoorMode::Hub)
+                    {
+                        record.applied = None;
+                    }
+                    self.resubscribe = true;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
     }
 
     /// Whether the link must subscribe afresh on its first connection.
@@ -595,7 +633,8 @@ impl Engine {
                 self.stale(door, version, "older than the stored desired version");
                 return Ok(());
             }
-            if version == d.set.version {
+            // A damaged set's version is adopted again when the broker resends it.
+            if version == d.set.version && !self.damaged.contains_key(door) {
                 let same = d.part_hashes.len() == usize::from(part.parts)
                     && d.part_hashes[usize::from(part.part)] == hash;
                 self.repeated(door, record, version, same);
@@ -689,7 +728,8 @@ impl Engine {
             count: set.len(),
             digest: SetDigest::of(&set),
         };
-        change.put_set(door, version, &set);
+        change.put_set(door, version, &set)?;
+        self.damaged.remove(door);
         record.desired = Some(DesiredMeta {
             set: state,
             part_hashes: assembly.received.into_iter().flatten().collect(),
@@ -758,6 +798,7 @@ impl Engine {
             None => Status::Unconfigured,
             Some(r) if r.security.as_ref().is_some_and(|p| p.error) => Status::Error,
             Some(r) if !r.online => Status::Offline,
+            Some(_) if self.damaged.contains_key(door) => Status::Error,
             Some(_) if applied == desired => Status::InSync,
             Some(r) if r.failure.is_some() && !r.syncing => Status::Error,
             Some(_) => Status::Pending,
@@ -792,6 +833,7 @@ impl Engine {
                         reason: p.reason.clone(),
                     })
                 })
+                .or_else(|| self.damaged.get(door).cloned())
                 .or_else(|| reader.and_then(|r| r.failure.clone()))
                 .or_else(|| record.error.clone()),
         }

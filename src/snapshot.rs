@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 use std::fmt;
 
+use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
@@ -117,7 +118,8 @@ impl Part {
     }
 }
 
-/// Why a snapshot (or one part of it) was rejected. The text is what `reported.error.reason` says.
+/// Why a snapshot (or one part of it) was rejected. The text is what `reported.error.reason` says:
+/// the field, by its path in the payload, and the contract's rule for it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SnapshotError {
     /// Over `mqtt.max_payload`.
@@ -128,47 +130,20 @@ pub enum SnapshotError {
         /// The configured limit.
         max: usize,
     },
-    /// Not JSON, or not an object.
+    /// Not JSON.
     #[error("malformed JSON: {0}")]
     Json(String),
-    /// Valid JSON with a field missing or of the wrong type.
-    #[error("bad field: {0}")]
-    Field(String),
-    /// `version` outside 1..=2^53-1.
-    #[error("version {0} is out of range 1..=9007199254740991")]
-    VersionRange(u64),
-    /// `parts` outside 1..=1024.
-    #[error("parts {0} is out of range 1..=1024")]
-    PartsRange(u64),
-    /// `part >= parts`.
-    #[error("part {part} is not below parts {parts}")]
-    PartRange {
-        /// The part index.
-        part: u64,
-        /// The part count.
-        parts: u64,
-    },
-    /// The payload's `part` is not the topic's.
-    #[error("part {payload} in the payload does not match part {topic} in the topic")]
-    PartMismatch {
-        /// The payload's `part`.
-        payload: u64,
-        /// The topic's part level.
-        topic: u64,
+    /// A field missing, of the wrong type, or outside its rule.
+    #[error("{field}: {rule}")]
+    Field {
+        /// Where, e.g. `version` or `credentials[3].bits (id "kc-8f3a91")`.
+        field: String,
+        /// The contract's rule, and what the payload has instead.
+        rule: String,
     },
     /// The topic's part level is not a plain decimal number.
     #[error("part level {0:?} in the topic is not a decimal number without leading zeros")]
     PartLevel(String),
-    /// One credential is invalid.
-    #[error("credential {index} ({id:?}): {reason}")]
-    Credential {
-        /// Position in the part's list.
-        index: usize,
-        /// Its id as given (possibly empty).
-        id: String,
-        /// What is wrong.
-        reason: String,
-    },
     /// Two credentials of one version share an id.
     #[error("duplicate credential id {0:?}")]
     DuplicateId(String),
@@ -197,6 +172,15 @@ pub enum SnapshotError {
     ContentChanged(u64),
 }
 
+impl SnapshotError {
+    fn field(field: impl Into<String>, rule: impl Into<String>) -> SnapshotError {
+        SnapshotError::Field {
+            field: field.into(),
+            rule: rule.into(),
+        }
+    }
+}
+
 /// A rejection, with the version when the payload's version could be read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rejection {
@@ -215,28 +199,295 @@ pub struct Limits {
     pub credentials_per_door: usize,
 }
 
-#[derive(Deserialize)]
+/// Where a value sits in the payload, which decides how an object or an array there is read.
+/// Arrays and objects where the contract wants a single value are skipped unread, and credentials
+/// are checked as they are read, stopping at the first invalid one or at the limit: a hostile
+/// payload costs no more memory than the credentials it may carry.
+#[derive(Clone, Copy)]
+enum At {
+    /// A field that holds one value.
+    Field,
+    /// The payload itself; `limit` is `limits.credentials_per_door`.
+    Payload { limit: usize },
+    /// The `credentials` array.
+    Credentials { limit: usize },
+    /// `credentials[index]`.
+    Credential { index: usize },
+}
+
+/// A value of the payload, as read at its place.
+enum Json {
+    Null,
+    Bool(bool),
+    UInt(u64),
+    Int(i64),
+    Float(f64),
+    String(String),
+    /// An array, skipped.
+    Array,
+    /// An object, skipped.
+    Object,
+    /// The payload's object.
+    Part(Box<RawPart>),
+    /// The `credentials` array.
+    Credentials(CredentialList),
+    /// One credential, checked.
+    Credential(Result<Credential, SnapshotError>),
+}
+
+impl fmt::Display for Json {
+    /// What a value is, for "must be ..., not {this}": numbers and literals as they are, other
+    /// values by their kind (a string's content may be long or hostile).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Json::Null => f.write_str("null"),
+            Json::Bool(b) => write!(f, "{b}"),
+            Json::UInt(n) => write!(f, "{n}"),
+            Json::Int(n) => write!(f, "{n}"),
+            Json::Float(x) => write!(f, "{x:?}"),
+            Json::String(_) => f.write_str("a string"),
+            Json::Array | Json::Credentials(_) => f.write_str("an array"),
+            Json::Object | Json::Part(_) | Json::Credential(_) => f.write_str("an object"),
+        }
+    }
+}
+
+/// A field of an object as given.
+#[derive(Default)]
+enum Given {
+    #[default]
+    Absent,
+    Once(Json),
+    Twice,
+}
+
+impl Given {
+    fn set(&mut self, value: Json) {
+        *self = match self {
+            Given::Absent => Given::Once(value),
+            _ => Given::Twice,
+        };
+    }
+
+    /// The value, `None` when absent; a field given twice breaks the rule, at `field`.
+    fn value(self, field: impl FnOnce() -> String) -> Result<Option<Json>, SnapshotError> {
+        match self {
+            Given::Absent => Ok(None),
+            Given::Once(v) => Ok(Some(v)),
+            Given::Twice => Err(SnapshotError::field(field(), "must be given only once")),
+        }
+    }
+}
+
+/// The payload's fields that the contract names; others are skipped unread.
+#[derive(Default)]
 struct RawPart {
-    version: u64,
-    part: u64,
-    parts: u64,
-    credentials: Vec<RawCredential>,
+    version: Given,
+    part: Given,
+    parts: Given,
+    credentials: Given,
 }
 
-#[derive(Deserialize)]
+/// A credential's fields that the contract names.
+#[derive(Default)]
 struct RawCredential {
-    id: String,
-    bits: u64,
-    data: String,
-    #[serde(default)]
-    not_before: Option<String>,
-    #[serde(default)]
-    not_after: Option<String>,
+    id: Given,
+    bits: Given,
+    data: Given,
+    not_before: Given,
+    not_after: Given,
 }
 
-#[derive(Deserialize)]
-struct VersionOnly {
-    version: u64,
+/// What was read of the `credentials` array.
+struct CredentialList {
+    /// The valid credentials, in order, up to the first invalid one or the limit.
+    valid: Vec<Credential>,
+    /// Why the first invalid credential is invalid.
+    invalid: Option<SnapshotError>,
+    /// How many elements the array has.
+    total: usize,
+}
+
+impl<'de> DeserializeSeed<'de> for At {
+    type Value = Json;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Json, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for At {
+    type Value = Json;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_unit<E>(self) -> Result<Json, E> {
+        Ok(Json::Null)
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Json, E> {
+        Ok(Json::Bool(v))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Json, E> {
+        Ok(Json::UInt(v))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Json, E> {
+        Ok(Json::Int(v))
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Json, E> {
+        Ok(Json::Float(v))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Json, E> {
+        Ok(Json::String(v.to_owned()))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Json, E> {
+        Ok(Json::String(v))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Json, A::Error> {
+        let At::Credentials { limit } = self else {
+            while seq.next_element::<IgnoredAny>()?.is_some() {}
+            return Ok(Json::Array);
+        };
+        let mut list = CredentialList {
+            valid: Vec::new(),
+            invalid: None,
+            total: 0,
+        };
+        loop {
+            if list.total < limit && list.invalid.is_none() {
+                let index = list.total;
+                let Some(item) = seq.next_element_seed(At::Credential { index })? else {
+                    break;
+                };
+                match item {
+                    Json::Credential(Ok(c)) => list.valid.push(c),
+                    Json::Credential(Err(e)) => list.invalid = Some(e),
+                    other => {
+                        let rule = must_be("an object", Some(&other));
+                        list.invalid =
+                            Some(SnapshotError::field(format!("credentials[{index}]"), rule));
+                    }
+                }
+            } else if seq.next_element::<IgnoredAny>()?.is_none() {
+                break;
+            }
+            list.total += 1;
+        }
+        Ok(Json::Credentials(list))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Json, A::Error> {
+        match self {
+            At::Payload { limit } => {
+                let mut p = RawPart::default();
+                let names = &["version", "part", "parts", "credentials"];
+                while let Some(key) = map.next_key_seed(Key(names))? {
+                    let (field, at) = match key {
+                        Some(0) => (&mut p.version, At::Field),
+                        Some(1) => (&mut p.part, At::Field),
+                        Some(2) => (&mut p.parts, At::Field),
+                        Some(3) => (&mut p.credentials, At::Credentials { limit }),
+                        _ => {
+                            map.next_value::<IgnoredAny>()?;
+                            continue;
+                        }
+                    };
+                    field.set(map.next_value_seed(at)?);
+                }
+                Ok(Json::Part(Box::new(p)))
+            }
+            At::Credential { index } => {
+                let mut c = RawCredential::default();
+                let names = &["id", "bits", "data", "not_before", "not_after"];
+                while let Some(key) = map.next_key_seed(Key(names))? {
+                    let field = match key {
+                        Some(0) => &mut c.id,
+                        Some(1) => &mut c.bits,
+                        Some(2) => &mut c.data,
+                        Some(3) => &mut c.not_before,
+                        Some(4) => &mut c.not_after,
+                        _ => {
+                            map.next_value::<IgnoredAny>()?;
+                            continue;
+                        }
+                    };
+                    field.set(map.next_value_seed(At::Field)?);
+                }
+                Ok(Json::Credential(parse_credential(index, c)))
+            }
+            At::Field | At::Credentials { .. } => {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(Json::Object)
+            }
+        }
+    }
+}
+
+/// An object's key, as its index in the names the contract gives the object's fields (`None` for
+/// a field it does not name), read without allocating.
+struct Key(&'static [&'static str]);
+
+impl<'de> DeserializeSeed<'de> for Key {
+    type Value = Option<usize>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Option<usize>, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Key {
+    type Value = Option<usize>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a field name")
+    }
+
+    fn visit_str<E>(self, key: &str) -> Result<Option<usize>, E> {
+        Ok(self.0.iter().position(|name| *name == key))
+    }
+}
+
+/// Reads a payload as the value at `at`, to its end.
+fn read(payload: &[u8], at: At) -> Result<Json, serde_json::Error> {
+    let mut de = serde_json::Deserializer::from_slice(payload);
+    let json = at.deserialize(&mut de)?;
+    de.end()?;
+    Ok(json)
+}
+
+/// `must be {expected}, not {what it is}`.
+fn must_be(expected: &str, got: Option<&Json>) -> String {
+    match got {
+        Some(v) => format!("must be {expected}, not {v}"),
+        None => format!("must be {expected}, and is missing"),
+    }
+}
+
+/// An integer in `range`, or the rule it breaks.
+fn integer(got: Option<Json>, range: std::ops::RangeInclusive<u64>) -> Result<u64, String> {
+    match got {
+        Some(Json::UInt(n)) if range.contains(&n) => Ok(n),
+        _ => {
+            let expected = format!("an integer in {}..={}", range.start(), range.end());
+            Err(must_be(&expected, got.as_ref()))
+        }
+    }
+}
+
+/// The payload's version, if it was given once and is valid.
+fn version_of(p: &RawPart) -> Option<u64> {
+    match p.version {
+        Given::Once(Json::UInt(v)) if (1..=MAX_VERSION).contains(&v) => Some(v),
+        _ => None,
+    }
 }
 
 /// Parses a topic's part level: a decimal number without leading zeros.
@@ -254,13 +505,16 @@ pub fn parse_part_level(level: &str) -> Result<u64, SnapshotError> {
 
 /// Reads just the version from a payload that failed validation, for the error report.
 pub fn read_version(payload: &[u8]) -> Option<u64> {
-    serde_json::from_slice::<VersionOnly>(payload)
-        .ok()
-        .map(|v| v.version)
-        .filter(|v| (1..=MAX_VERSION).contains(v))
+    match read(payload, At::Payload { limit: 0 }).ok()? {
+        Json::Part(p) => version_of(&p),
+        _ => None,
+    }
 }
 
-/// Parses and validates one part received on the part level `topic_part`.
+/// Parses and validates one part received on the part level `topic_part`. Fields are checked in
+/// the order `version`, `part` (against the topic), `parts`, `part` against `parts`,
+/// `credentials`, its length against the limit, each credential in list order, then duplicates
+/// within the part.
 pub fn parse_part(payload: &[u8], topic_part: u64, limits: Limits) -> Result<Part, Rejection> {
     if payload.len() > limits.max_payload {
         return Err(Rejection {
@@ -271,114 +525,145 @@ pub fn parse_part(payload: &[u8], topic_part: u64, limits: Limits) -> Result<Par
             },
         });
     }
-    let raw: RawPart = serde_json::from_slice(payload).map_err(|e| {
-        let error = match e.classify() {
-            serde_json::error::Category::Data => SnapshotError::Field(e.to_string()),
-            _ => SnapshotError::Json(e.to_string()),
-        };
-        Rejection {
-            version: read_version(payload),
-            error,
-        }
+    let limit = limits.credentials_per_door;
+    let json = read(payload, At::Payload { limit }).map_err(|e| Rejection {
+        version: None,
+        error: SnapshotError::Json(e.to_string()),
     })?;
-    let version = raw.version;
-    let reject = |error| Rejection {
-        version: (1..=MAX_VERSION).contains(&version).then_some(version),
-        error,
+    let Json::Part(p) = json else {
+        return Err(Rejection {
+            version: None,
+            error: SnapshotError::field("payload", must_be("a JSON object", Some(&json))),
+        });
     };
-    if !(1..=MAX_VERSION).contains(&version) {
-        return Err(reject(SnapshotError::VersionRange(version)));
+    let version = version_of(&p);
+    check_part(*p, topic_part, limit).map_err(|error| Rejection { version, error })
+}
+
+fn check_part(p: RawPart, topic_part: u64, limit: usize) -> Result<Part, SnapshotError> {
+    let field = |name: &'static str, r| SnapshotError::field(name, r);
+    let version = p.version.value(|| "version".into())?;
+    let version = integer(version, 1..=MAX_VERSION).map_err(|r| field("version", r))?;
+    let part = p.part.value(|| "part".into())?;
+    let part = integer(part, 0..=MAX_PARTS - 1).map_err(|r| field("part", r))?;
+    if part != topic_part {
+        let rule = format!("must match part {topic_part} in the topic, not {part}");
+        return Err(field("part", rule));
     }
-    if raw.part != topic_part {
-        return Err(reject(SnapshotError::PartMismatch {
-            payload: raw.part,
-            topic: topic_part,
-        }));
+    let parts = p.parts.value(|| "parts".into())?;
+    let parts = integer(parts, 1..=MAX_PARTS).map_err(|r| field("parts", r))?;
+    if part >= parts {
+        return Err(field(
+            "part",
+            format!("must be below parts ({parts}), not {part}"),
+        ));
     }
-    if !(1..=MAX_PARTS).contains(&raw.parts) {
-        return Err(reject(SnapshotError::PartsRange(raw.parts)));
+    let list = match p.credentials.value(|| "credentials".into())? {
+        Some(Json::Credentials(list)) => list,
+        other => {
+            let rule = must_be("an array of credentials", other.as_ref());
+            return Err(field("credentials", rule));
+        }
+    };
+    if list.total > limit {
+        return Err(SnapshotError::TooMany {
+            count: list.total,
+            max: limit,
+        });
     }
-    if raw.part >= raw.parts {
-        return Err(reject(SnapshotError::PartRange {
-            part: raw.part,
-            parts: raw.parts,
-        }));
+    if let Some(e) = list.invalid {
+        return Err(e);
     }
-    if raw.credentials.len() > limits.credentials_per_door {
-        return Err(reject(SnapshotError::TooMany {
-            count: raw.credentials.len(),
-            max: limits.credentials_per_door,
-        }));
-    }
-    let mut credentials = Vec::with_capacity(raw.credentials.len());
-    for (index, rc) in raw.credentials.into_iter().enumerate() {
-        let c = parse_credential(&rc).map_err(|reason| {
-            reject(SnapshotError::Credential {
-                index,
-                id: rc.id.chars().take(MAX_ID_CHARS).collect(),
-                reason,
-            })
-        })?;
-        credentials.push(c);
-    }
-    check_unique(credentials.iter()).map_err(reject)?;
+    check_unique(list.valid.iter())?;
     // Both bounds were checked above against MAX_PARTS, which fits in u16.
     Ok(Part {
         version,
-        part: raw.part as u16,
-        parts: raw.parts as u16,
-        credentials,
+        part: part as u16,
+        parts: parts as u16,
+        credentials: list.valid,
     })
 }
 
-fn parse_credential(rc: &RawCredential) -> Result<Credential, String> {
-    let id_chars = rc.id.chars().count();
-    if !(1..=MAX_ID_CHARS).contains(&id_chars) {
-        return Err(format!("id must be 1..={MAX_ID_CHARS} characters"));
-    }
-    if !(1..=MAX_BITS).contains(&rc.bits) {
-        return Err(format!("bits {} is out of range 1..={MAX_BITS}", rc.bits));
-    }
-    let bits = rc.bits as u8;
-    let want = rc.bits.div_ceil(8) as usize;
-    let data = hex::decode(&rc.data).map_err(|_| "data is not hex".to_owned())?;
-    if data.len() != want {
-        return Err(format!(
-            "data has {} bytes, {} bits need exactly {want}",
-            data.len(),
-            rc.bits
+fn parse_credential(index: usize, c: RawCredential) -> Result<Credential, SnapshotError> {
+    let path = |name: &str| format!("credentials[{index}].{name}");
+    let id = match c.id.value(|| path("id"))? {
+        Some(Json::String(id)) => id,
+        other => {
+            let id_rule = format!("a string of 1..={MAX_ID_CHARS} characters");
+            let rule = must_be(&id_rule, other.as_ref());
+            return Err(SnapshotError::field(path("id"), rule));
+        }
+    };
+    let chars = id.chars().count();
+    if !(1..=MAX_ID_CHARS).contains(&chars) {
+        return Err(SnapshotError::field(
+            path("id"),
+            format!("must be 1..={MAX_ID_CHARS} characters, not {chars}"),
         ));
     }
-    let pad = (want * 8) as u64 - rc.bits;
-    if pad > 0 {
-        let mask = (1u8 << pad) - 1;
-        if data[want - 1] & mask != 0 {
-            return Err("padding bits after the last card bit are not zero".to_owned());
+    // The other fields' errors also name the credential.
+    let at = |name: &str| format!("{} (id {id:?})", path(name));
+    let bad = |name: &str, rule: String| SnapshotError::field(at(name), rule);
+    let bits = c.bits.value(|| at("bits"))?;
+    let bits = integer(bits, 1..=MAX_BITS).map_err(|r| bad("bits", r))?;
+    let want = bits.div_ceil(8) as usize;
+    let data = match c.data.value(|| at("data"))? {
+        Some(Json::String(hex)) => hex,
+        other => {
+            let rule = must_be("a string of hex digits", other.as_ref());
+            return Err(bad("data", rule));
         }
+    };
+    let data = hex::decode(data).map_err(|_| {
+        let rule = "must be hex digits (0-9, a-f or A-F), two per byte";
+        bad("data", rule.to_owned())
+    })?;
+    if data.len() != want {
+        let rule = format!(
+            "must be exactly {want} bytes ({} hex digits) for {bits} bits, not {} bytes",
+            want * 2,
+            data.len()
+        );
+        return Err(bad("data", rule));
     }
-    let not_before = parse_time(rc.not_before.as_deref(), "not_before")?;
-    let not_after = parse_time(rc.not_after.as_deref(), "not_after")?;
+    let pad = (want * 8) as u64 - bits;
+    if pad > 0 && data[want - 1] & ((1u8 << pad) - 1) != 0 {
+        let rule = "must have its padding bits after the last card bit zero";
+        return Err(bad("data", rule.to_owned()));
+    }
+    let not_before = c.not_before.value(|| at("not_before"))?;
+    let not_before = parse_time(not_before).map_err(|r| bad("not_before", r))?;
+    let not_after = c.not_after.value(|| at("not_after"))?;
+    let not_after = parse_time(not_after).map_err(|r| bad("not_after", r))?;
     if not_before != 0 && not_after != 0 && not_after < not_before {
-        return Err("not_after is before not_before".to_owned());
+        return Err(bad("not_after", "must not be before not_before".to_owned()));
     }
     Ok(Credential {
-        id: rc.id.clone(),
-        bits,
+        id,
+        // At most MAX_BITS (128), checked above.
+        bits: bits as u8,
         data,
         not_before,
         not_after,
     })
 }
 
-fn parse_time(text: Option<&str>, field: &str) -> Result<u32, String> {
-    let Some(text) = text else { return Ok(0) };
-    let t = humantime::parse_rfc3339(text)
-        .map_err(|_| format!("{field} is not an RFC 3339 UTC timestamp"))?;
-    let secs = t
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_err(|_| format!("{field} is before 1970"))?
-        .as_secs();
-    u32::try_from(secs).map_err(|_| format!("{field} is after 2106-02-07"))
+/// The times a reader can hold (u32 unix seconds, reader-link.md), in RFC 3339 UTC.
+const TIME_RULE: &str =
+    "an RFC 3339 UTC timestamp from 1970-01-01T00:00:00Z to 2106-02-07T06:28:15Z";
+
+/// An optional time: absent or null is 0 (no limit).
+fn parse_time(json: Option<Json>) -> Result<u32, String> {
+    let text = match json {
+        None | Some(Json::Null) => return Ok(0),
+        Some(Json::String(text)) => text,
+        other => return Err(must_be(&format!("{TIME_RULE}, or null"), other.as_ref())),
+    };
+    humantime::parse_rfc3339(&text)
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .and_then(|d| u32::try_from(d.as_secs()).ok())
+        .ok_or_else(|| format!("must be {TIME_RULE}"))
 }
 
 /// Checks that no two credentials share an id or a card.
@@ -444,76 +729,76 @@ mod tests {
     fn rejects_each_bad_field() {
         let cases: &[(&str, u64, &str)] = &[
             ("{not json", 0, "malformed JSON"),
-            ("[1,2]", 0, "bad field"),
+            ("[1,2]", 0, "payload: must be a JSON object, not an array"),
             (
                 r#"{"part":0,"parts":1,"credentials":[]}"#,
                 0,
-                "missing field `version`",
+                "version: must be an integer in 1..=9007199254740991, and is missing",
             ),
             (
                 r#"{"version":"7","part":0,"parts":1,"credentials":[]}"#,
                 0,
-                "bad field",
+                "version: must be an integer in 1..=9007199254740991, not a string",
             ),
             (
                 r#"{"version":0,"part":0,"parts":1,"credentials":[]}"#,
                 0,
-                "out of range",
+                "version: must be an integer in 1..=9007199254740991, not 0",
             ),
             (
                 r#"{"version":9007199254740992,"part":0,"parts":1,"credentials":[]}"#,
                 0,
-                "out of range",
+                "not 9007199254740992",
             ),
             (
                 r#"{"version":1,"part":1,"parts":2,"credentials":[]}"#,
                 0,
-                "does not match",
+                "part: must match part 0 in the topic, not 1",
             ),
             (
                 r#"{"version":1,"part":2,"parts":2,"credentials":[]}"#,
                 2,
-                "not below",
+                "part: must be below parts (2), not 2",
             ),
             (
                 r#"{"version":1,"part":0,"parts":1025,"credentials":[]}"#,
                 0,
-                "parts 1025",
+                "parts: must be an integer in 1..=1024, not 1025",
             ),
             (
                 r#"{"version":1,"part":0,"parts":1,"credentials":[{"id":"a","bits":26,"data":"zz88eb80"}]}"#,
                 0,
-                "not hex",
+                "credentials[0].data (id \"a\"): must be hex digits",
             ),
             (
                 r#"{"version":1,"part":0,"parts":1,"credentials":[{"id":"a","bits":26,"data":"bd88eb"}]}"#,
                 0,
-                "exactly 4",
+                "must be exactly 4 bytes (8 hex digits) for 26 bits, not 3 bytes",
             ),
             (
                 r#"{"version":1,"part":0,"parts":1,"credentials":[{"id":"a","bits":26,"data":"bd88eb81"}]}"#,
                 0,
-                "padding",
+                "padding bits after the last card bit zero",
             ),
             (
                 r#"{"version":1,"part":0,"parts":1,"credentials":[{"id":"a","bits":0,"data":""}]}"#,
                 0,
-                "bits 0",
+                "credentials[0].bits (id \"a\"): must be an integer in 1..=128, not 0",
             ),
             (
                 r#"{"version":1,"part":0,"parts":1,"credentials":[{"id":"a","bits":129,"data":""}]}"#,
                 0,
-                "bits 129",
+                "must be an integer in 1..=128, not 129",
             ),
             (
                 r#"{"version":1,"part":0,"parts":1,"credentials":[{"id":"","bits":8,"data":"01"}]}"#,
                 0,
-                "id must be",
+                "credentials[0].id: must be 1..=64 characters, not 0",
             ),
             (
                 r#"{"version":1,"part":0,"parts":1,"credentials":[{"id":"a","bits":8,"data":"01","not_after":"tomorrow"}]}"#,
                 0,
-                "RFC 3339",
+                "credentials[0].not_after (id \"a\"): must be an RFC 3339 UTC timestamp",
             ),
             (
                 r#"{"version":1,"part":0,"parts":1,"credentials":[{"id":"a","bits":8,"data":"01"},{"id":"a","bits":8,"data":"02"}]}"#,

@@ -181,9 +181,16 @@ impl Change {
     }
 
     /// Replaces a door's desired set with version `version`'s.
-    pub fn put_set(&mut self, door: &str, version: u64, set: &[Credential]) {
-        self.batch
-            .insert(set_key(door), crate::credset::encode(version, set));
+    pub fn put_set(
+        &mut self,
+        door: &str,
+        version: u64,
+        set: &[Credential],
+    ) -> Result<(), StoreError> {
+        let key = set_key(door);
+        let value = crate::credset::encode(version, set).map_err(|e| encode_error(&key, e))?;
+        self.batch.insert(key, value);
+        Ok(())
     }
 }
 
@@ -306,6 +313,32 @@ impl Store {
     /// The set a `stored` door's reader last confirmed, as stored; `None` if none.
     pub fn applied_set_blob(&self, door: &str) -> Result<Option<sled::IVec>, StoreError> {
         Ok(self.db.get(applied_key(door))?)
+    }
+
+    /// Checks that a door's stored desired set reads back whole as `state` (version, count and
+    /// digest); [`StoreError::Corrupt`] says why it does not.
+    pub fn check_set(&self, door: &str, state: &SetState) -> Result<(), StoreError> {
+        let key = set_key(door);
+        let Some(blob) = self.db.get(&key)? else {
+            return Err(corrupt(&key, "the stored credential set is missing"));
+        };
+        let view = SetView::new(&blob).map_err(|e| corrupt(&key, e))?;
+        let digest = view.digest().map_err(|e| corrupt(&key, e))?;
+        if (view.version(), view.len(), digest) != (state.version, state.count, state.digest) {
+            return Err(corrupt(
+                &key,
+                format!(
+                    "the stored credential set is version {}, {} credentials, digest {digest}, \
+                     not version {}, {} credentials, digest {}",
+                    view.version(),
+                    view.len(),
+                    state.version,
+                    state.count,
+                    state.digest
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// A door's desired set, decoded (empty if none).
@@ -614,7 +647,9 @@ mod tests {
         let mut change = Change::new();
         change.put_door("lobby", &record).unwrap();
         change.put_part("lobby", &part).unwrap();
-        change.put_set("lobby", 3, std::slice::from_ref(&cred));
+        change
+            .put_set("lobby", 3, std::slice::from_ref(&cred))
+            .unwrap();
         store.apply(change).unwrap();
         let doors = store.doors().unwrap();
         assert_eq!(doors.len(), 1);

@@ -129,38 +129,43 @@ async fn every_rejection_keeps_the_previous_state_with_a_reason() {
         (
             "0".into(),
             r#"{"part":0,"parts":1,"credentials":[]}"#.into(),
-            "missing field `version`",
+            "version: must be an integer in 1..=9007199254740991, and is missing",
             None,
         ),
         (
             "0".into(),
             r#"{"version":11,"part":0,"parts":"1","credentials":[]}"#.into(),
-            "invalid type",
+            "parts: must be an integer in 1..=1024, not a string",
             Some(11),
         ),
-        ("1".into(), one(11, ""), "does not match part 1", Some(11)),
+        (
+            "1".into(),
+            one(11, ""),
+            "part: must match part 1 in the topic, not 0",
+            Some(11),
+        ),
         (
             "2".into(),
             r#"{"version":11,"part":2,"parts":2,"credentials":[]}"#.into(),
-            "not below parts",
+            "part: must be below parts (2), not 2",
             Some(11),
         ),
         (
             "0".into(),
             r#"{"version":11,"part":0,"parts":1025,"credentials":[]}"#.into(),
-            "parts 1025",
+            "parts: must be an integer in 1..=1024, not 1025",
             Some(11),
         ),
         (
             "0".into(),
             one(11, &card("a", "zz88eb80")),
-            "not hex",
+            "credentials[0].data (id \"a\"): must be hex digits",
             Some(11),
         ),
         (
             "0".into(),
             one(11, &card("a", "bd88eb")),
-            "26 bits need exactly 4",
+            "must be exactly 4 bytes (8 hex digits) for 26 bits, not 3 bytes",
             Some(11),
         ),
         (
@@ -424,4 +429,522 @@ async fn a_burst_larger_than_every_internal_queue_is_adopted_in_full() {
     }
     daemon.shutdown();
     daemon.wait().await.unwrap();
+}
+
+/// 64 distinct four-byte characters: the longest id the contract allows (256 bytes of UTF-8).
+fn longest_id() -> String {
+    let id: String = (0..64)
+        .map(|i| char::from_u32(0x1F600 + i).unwrap())
+        .collect();
+    assert_eq!((id.chars().count(), id.len()), (64, 256));
+    id
+}
+
+/// Presents `data` (26 bits) at the plain reader at address 0 and returns the access event.
+async fn present(hub: &Hub, sub: &mut Subscriber, data: &[u8]) -> serde_json::Value {
+    sub.drain();
+    let action = doorhub::sim::Action::Card {
+        bits: 26,
+        data: data.to_vec(),
+    };
+    hub.sim.as_ref().unwrap().act(0, action).await;
+    sub.wait_for(common::hub::WAIT, |m| {
+        m.topic == topic("events") && m.json()["type"] == "access"
+    })
+    .await
+    .json()
+}
+
+#[tokio::test]
+async fn an_id_of_64_four_byte_characters_is_stored_whole_and_granted() {
+    let broker = Broker::start();
+    let hub = Hub::new(&broker, &[("lobby", "hub")], "");
+    let daemon = hub.start();
+    let mut sub = subscriber(&broker).await;
+    let mut set = credentials("x", 3);
+    set[1].id = longest_id();
+    publish_snapshot(&mut sub, "lobby", 3, &set, 1).await;
+    let r = reported(&mut sub, "lobby", |r| {
+        r["applied"] == 3 && r["reader"]["online"] == true
+    })
+    .await;
+    assert_eq!(r["status"], "in_sync");
+    assert_eq!(r["digest"], digest(&set));
+    let e = present(&hub, &mut sub, &set[1].data).await;
+    assert_eq!(e["granted"], true, "{e}");
+    assert_eq!(e["reason"], "ok");
+    assert_eq!(e["credential"], set[1].id);
+    daemon.shutdown();
+    daemon.wait().await.unwrap();
+
+    // Read back from the store after a restart: still whole, still in sync.
+    sub.drain();
+    let daemon = hub.start();
+    let r = reported(&mut sub, "lobby", |r| r["reader"]["online"] == true).await;
+    assert_eq!(
+        (r["status"].as_str(), r["applied"].as_u64()),
+        (Some("in_sync"), Some(3))
+    );
+    let e = present(&hub, &mut sub, &set[1].data).await;
+    assert_eq!(
+        (e["granted"].as_bool(), &e["credential"]),
+        (Some(true), &serde_json::json!(set[1].id))
+    );
+    daemon.shutdown();
+    daemon.wait().await.unwrap();
+}
+
+/// A store written before ids could take 256 bytes: its sets are still read, and a set that the
+/// old encoding cut (an id of 64 four-byte characters, cut at byte 255) shows as `error`, never
+/// `in_sync`, until the cloud's snapshot is adopted again.
+#[tokio::test]
+async fn a_set_damaged_by_the_old_encoding_is_reported_error_until_adopted_again() {
+    use doorhub::snapshot::SetDigest;
+    use doorhub::store::{DesiredMeta, DoorRecord, SetState};
+    let broker = Broker::start();
+    let hub = Hub::new(&broker, &[("lobby", "hub"), ("hall", "hub")], "");
+    let mut cut = credentials("x", 2);
+    cut[1].id = longest_id();
+    let intact = credentials("h", 2);
+    {
+        let db = sled::open(hub.data_dir().join("db")).unwrap();
+        for (door, set) in [("lobby", &cut), ("hall", &intact)] {
+            let state = SetState {
+                version: 3,
+                count: set.len(),
+                digest: SetDigest::of(set.iter()),
+            };
+            let record = DoorRecord {
+                desired: Some(DesiredMeta {
+                    set: state,
+                    part_hashes: vec!["00".repeat(16)],
+                }),
+                applied: Some(state),
+                ..DoorRecord::default()
+            };
+            db.insert(format!("d/{door}"), serde_json::to_vec(&record).unwrap())
+                .unwrap();
+            db.insert(format!("s/{door}"), old_blob(3, set)).unwrap();
+        }
+        db.flush().unwrap();
+    }
+    let daemon = hub.start();
+    let mut sub = subscriber(&broker).await;
+    let r = reported(&mut sub, "lobby", |r| r["reader"]["online"] == true).await;
+    assert_eq!(r["status"], "error", "{r}");
+    assert_eq!(r["applied"], 0, "{r}");
+    assert!(
+        r["error"]["reason"].as_str().unwrap().contains("damaged"),
+        "{r}"
+    );
+    let h = reported(&mut sub, "hall", |r| r["reader"]["online"] == true).await;
+    assert_eq!(
+        (h["status"].as_str(), h["applied"].as_u64()),
+        (Some("in_sync"), Some(3))
+    );
+    assert_eq!(h["digest"], digest(&intact));
+    // The cloud's snapshot (the same version) is adopted again and the card works.
+    publish_snapshot(&mut sub, "lobby", 3, &cut, 1).await;
+    let r = reported(&mut sub, "lobby", |r| r["status"] == "in_sync").await;
+    assert_eq!(r["applied"], 3);
+    assert_eq!(r["error"], serde_json::Value::Null);
+    let e = present(&hub, &mut sub, &cut[1].data).await;
+    assert_eq!(e["credential"], cut[1].id, "{e}");
+    daemon.shutdown();
+    daemon.wait().await.unwrap();
+}
+
+/// A set in the store's first layout (`DHS1`, ids' lengths in one byte, cut at 255 bytes), as the
+/// code before ids of 256 bytes wrote it.
+fn old_blob(version: u64, set: &[doorhub::snapshot::Credential]) -> Vec<u8> {
+    let mut order: Vec<_> = set.iter().collect();
+    order.sort_by(|a, b| (a.bits, &a.data).cmp(&(b.bits, &b.data)));
+    let mut out = b"DHS1".to_vec();
+    out.extend_from_slice(&version.to_le_bytes());
+    out.extend_from_slice(&(set.len() as u32).to_le_bytes());
+    let mut offset = 16 + 4 * set.len();
+    for c in &order {
+        out.extend_from_slice(&(offset as u32).to_le_bytes());
+        offset += 10 + c.data.len() + c.id.len().min(255);
+    }
+    for c in order {
+        out.push(c.bits);
+        out.extend_from_slice(&c.data);
+        out.extend_from_slice(&c.not_before.to_le_bytes());
+        out.extend_from_slice(&c.not_after.to_le_bytes());
+        let id = &c.id.as_bytes()[..c.id.len().min(255)];
+        out.push(id.len() as u8);
+        out.extend_from_slice(id);
+    }
+    out
+}
+
+/// Hostile payloads: every reason names the field by its path and states the contract's rule in
+/// its words; none shows the parser's or Rust's names for things.
+#[test]
+fn every_rejection_reason_names_the_field_and_the_rule() {
+    use doorhub::snapshot::{Limits, parse_part};
+    let limits = Limits {
+        max_payload: 1 << 20,
+        credentials_per_door: 100,
+    };
+    const V: &str = "version: must be an integer in 1..=9007199254740991";
+    const BITS: &str = r#"credentials[0].bits (id "a"): must be an integer in 1..=128"#;
+    const DATA: &str = r#"credentials[0].data (id "a")"#;
+    const NB: &str = r#"credentials[0].not_before (id "a")"#;
+    const TS: &str =
+        "must be an RFC 3339 UTC timestamp from 1970-01-01T00:00:00Z to 2106-02-07T06:28:15Z";
+    let part = |rest: &str| format!(r#"{{"version":7,"part":0,"parts":1,{rest}}}"#);
+    let cred = |fields: &str| part(&format!(r#""credentials":[{{{fields}}}]"#));
+    let good = r#""id":"a","bits":26,"data":"bd88eb80""#;
+    let with = |extra: &str| cred(&format!("{good},{extra}"));
+    let at = |i: usize, fields: &str| {
+        let mut list = vec![r#"{"id":"c0","bits":8,"data":"00"}"#.to_owned()];
+        for j in 1..i {
+            list.push(format!(r#"{{"id":"c{j}","bits":8,"data":"{j:02x}"}}"#));
+        }
+        list.push(fields.to_owned());
+        part(&format!(r#""credentials":[{}]"#, list.join(",")))
+    };
+    let cases: Vec<(String, String)> = vec![
+        (
+            "[1,2,3,4]".into(),
+            "payload: must be a JSON object, not an array".into(),
+        ),
+        (
+            r#""x""#.into(),
+            "payload: must be a JSON object, not a string".into(),
+        ),
+        (
+            "null".into(),
+            "payload: must be a JSON object, not null".into(),
+        ),
+        ("7".into(), "payload: must be a JSON object, not 7".into()),
+        (
+            r#"{"part":0,"parts":1,"credentials":[]}"#.into(),
+            format!("{V}, and is missing"),
+        ),
+        (
+            r#"{"version":"7","part":0,"parts":1,"credentials":[]}"#.into(),
+            format!("{V}, not a string"),
+        ),
+        (
+            r#"{"version":7.0,"part":0,"parts":1,"credentials":[]}"#.into(),
+            format!("{V}, not 7.0"),
+        ),
+        (
+            r#"{"version":1e3,"part":0,"parts":1,"credentials":[]}"#.into(),
+            format!("{V}, not 1000.0"),
+        ),
+        (
+            r#"{"version":-1,"part":0,"parts":1,"credentials":[]}"#.into(),
+            format!("{V}, not -1"),
+        ),
+        (
+            r#"{"version":0,"part":0,"parts":1,"credentials":[]}"#.into(),
+            format!("{V}, not 0"),
+        ),
+        (
+            r#"{"version":9007199254740992,"part":0,"parts":1,"credentials":[]}"#.into(),
+            format!("{V}, not 9007199254740992"),
+        ),
+        (
+            r#"{"version":18446744073709551616,"part":0,"parts":1,"credentials":[]}"#.into(),
+            format!("{V}, not 1.8446744073709552e19"),
+        ),
+        (
+            r#"{"version":null,"part":0,"parts":1,"credentials":[]}"#.into(),
+            format!("{V}, not null"),
+        ),
+        (
+            r#"{"version":true,"part":0,"parts":1,"credentials":[]}"#.into(),
+            format!("{V}, not true"),
+        ),
+        (
+            r#"{"version":[7],"part":0,"parts":1,"credentials":[]}"#.into(),
+            format!("{V}, not an array"),
+        ),
+        (
+            r#"{"version":{},"part":0,"parts":1,"credentials":[]}"#.into(),
+            format!("{V}, not an object"),
+        ),
+        (
+            r#"{"version":7,"version":8,"part":0,"parts":1,"credentials":[]}"#.into(),
+            "version: must be given only once".into(),
+        ),
+        (
+            r#"{"version":7,"part":"0","parts":1,"credentials":[]}"#.into(),
+            "part: must be an integer in 0..=1023, not a string".into(),
+        ),
+        (
+            r#"{"version":7,"part":-1,"parts":1,"credentials":[]}"#.into(),
+            "part: must be an integer in 0..=1023, not -1".into(),
+        ),
+        (
+            r#"{"version":7,"parts":1,"credentials":[]}"#.into(),
+            "part: must be an integer in 0..=1023, and is missing".into(),
+        ),
+        (
+            r#"{"version":7,"part":2,"parts":1,"credentials":[]}"#.into(),
+            "part: must match part 0 in the topic, not 2".into(),
+        ),
+        (
+            r#"{"version":7,"part":0,"parts":0,"credentials":[]}"#.into(),
+            "parts: must be an integer in 1..=1024, not 0".into(),
+        ),
+        (
+            r#"{"version":7,"part":0,"parts":1025,"credentials":[]}"#.into(),
+            "parts: must be an integer in 1..=1024, not 1025".into(),
+        ),
+        (
+            r#"{"version":7,"part":0,"parts":1.5,"credentials":[]}"#.into(),
+            "parts: must be an integer in 1..=1024, not 1.5".into(),
+        ),
+        (
+            r#"{"version":7,"part":0,"parts":"1","credentials":[]}"#.into(),
+            "parts: must be an integer in 1..=1024, not a string".into(),
+        ),
+        (
+            r#"{"version":7,"part":0,"parts":1}"#.into(),
+            "credentials: must be an array of credentials, and is missing".into(),
+        ),
+        (
+            part(r#""credentials":null"#),
+            "credentials: must be an array of credentials, not null".into(),
+        ),
+        (
+            part(r#""credentials":{}"#),
+            "credentials: must be an array of credentials, not an object".into(),
+        ),
+        (
+            part(r#""credentials":"a""#),
+            "credentials: must be an array of credentials, not a string".into(),
+        ),
+        (
+            at(3, "5"),
+            "credentials[3]: must be an object, not 5".into(),
+        ),
+        (
+            at(3, r#""kc-1""#),
+            "credentials[3]: must be an object, not a string".into(),
+        ),
+        (
+            at(3, "null"),
+            "credentials[3]: must be an object, not null".into(),
+        ),
+        (
+            at(3, "[]"),
+            "credentials[3]: must be an object, not an array".into(),
+        ),
+        (
+            at(3, r#"{"id":"c3","bits":300,"data":"00"}"#),
+            r#"credentials[3].bits (id "c3"): must be an integer in 1..=128, not 300"#.into(),
+        ),
+        (
+            cred(r#""bits":26,"data":"bd88eb80""#),
+            "credentials[0].id: must be a string of 1..=64 characters, and is missing".into(),
+        ),
+        (
+            cred(r#""id":null,"bits":26,"data":"bd88eb80""#),
+            "credentials[0].id: must be a string of 1..=64 characters, not null".into(),
+        ),
+        (
+            cred(r#""id":5,"bits":26,"data":"bd88eb80""#),
+            "credentials[0].id: must be a string of 1..=64 characters, not 5".into(),
+        ),
+        (
+            cred(r#""id":["a"],"bits":26,"data":"bd88eb80""#),
+            "credentials[0].id: must be a string of 1..=64 characters, not an array".into(),
+        ),
+        (
+            cred(r#""id":"","bits":26,"data":"bd88eb80""#),
+            "credentials[0].id: must be 1..=64 characters, not 0".into(),
+        ),
+        (
+            cred(&format!(
+                r#""id":"{}","bits":26,"data":"bd88eb80""#,
+                "x".repeat(65)
+            )),
+            "credentials[0].id: must be 1..=64 characters, not 65".into(),
+        ),
+        (
+            cred(r#""id":"a","id":"b","bits":26,"data":"bd88eb80""#),
+            "credentials[0].id: must be given only once".into(),
+        ),
+        (
+            cred(r#""id":"a","data":"bd88eb80""#),
+            format!("{BITS}, and is missing"),
+        ),
+        (
+            cred(r#""id":"a","bits":"26","data":"bd88eb80""#),
+            format!("{BITS}, not a string"),
+        ),
+        (
+            cred(r#""id":"a","bits":26.0,"data":"bd88eb80""#),
+            format!("{BITS}, not 26.0"),
+        ),
+        (
+            cred(r#""id":"a","bits":-26,"data":"bd88eb80""#),
+            format!("{BITS}, not -26"),
+        ),
+        (
+            cred(r#""id":"a","bits":0,"data":"""#),
+            format!("{BITS}, not 0"),
+        ),
+        (
+            cred(r#""id":"a","bits":129,"data":"""#),
+            format!("{BITS}, not 129"),
+        ),
+        (
+            cred(r#""id":"a","bits":null,"data":"""#),
+            format!("{BITS}, not null"),
+        ),
+        (
+            cred(r#""id":"a","bits":26,"data":"bd88eb80","bits":27"#),
+            r#"credentials[0].bits (id "a"): must be given only once"#.into(),
+        ),
+        (
+            cred(r#""id":"a","bits":26"#),
+            format!("{DATA}: must be a string of hex digits, and is missing"),
+        ),
+        (
+            cred(r#""id":"a","bits":26,"data":3183012736"#),
+            format!("{DATA}: must be a string of hex digits, not 3183012736"),
+        ),
+        (
+            cred(r#""id":"a","bits":26,"data":null"#),
+            format!("{DATA}: must be a string of hex digits, not null"),
+        ),
+        (
+            cred(r#""id":"a","bits":26,"data":["bd"]"#),
+            format!("{DATA}: must be a string of hex digits, not an array"),
+        ),
+        (
+            cred(r#""id":"a","bits":26,"data":"zz88eb80""#),
+            format!("{DATA}: must be hex digits (0-9, a-f or A-F), two per byte"),
+        ),
+        (
+            cred(r#""id":"a","bits":26,"data":"bd88eb8""#),
+            format!("{DATA}: must be hex digits (0-9, a-f or A-F), two per byte"),
+        ),
+        (
+            cred(r#""id":"a","bits":26,"data":"bd88eb""#),
+            format!("{DATA}: must be exactly 4 bytes (8 hex digits) for 26 bits, not 3 bytes"),
+        ),
+        (
+            cred(r#""id":"a","bits":26,"data":"bd88eb81""#),
+            format!("{DATA}: must have its padding bits after the last card bit zero"),
+        ),
+        (
+            with(r#""not_before":5"#),
+            format!("{NB}: {TS}, or null, not 5"),
+        ),
+        (
+            with(r#""not_before":true"#),
+            format!("{NB}: {TS}, or null, not true"),
+        ),
+        (
+            with(r#""not_before":{}"#),
+            format!("{NB}: {TS}, or null, not an object"),
+        ),
+        (with(r#""not_before":"tomorrow""#), format!("{NB}: {TS}")),
+        (
+            with(r#""not_before":"2026-11-01T00:00:00+01:00""#),
+            format!("{NB}: {TS}"),
+        ),
+        (with(r#""not_before":"2026-11-01""#), format!("{NB}: {TS}")),
+        (
+            with(r#""not_before":"2026-13-01T00:00:00Z""#),
+            format!("{NB}: {TS}"),
+        ),
+        (
+            with(r#""not_before":"1969-12-31T23:59:59Z""#),
+            format!("{NB}: {TS}"),
+        ),
+        (
+            with(r#""not_before":"2106-02-07T06:28:16Z""#),
+            format!("{NB}: {TS}"),
+        ),
+        (
+            with(r#""not_before":"2027-01-01T00:00:00Z","not_after":"2026-01-01T00:00:00Z""#),
+            r#"credentials[0].not_after (id "a"): must not be before not_before"#.into(),
+        ),
+        (
+            with(r#""not_after":"2026-01-01T00:00:00Z","not_after":null"#),
+            r#"credentials[0].not_after (id "a"): must be given only once"#.into(),
+        ),
+    ];
+    let rust_isms = [
+        "struct",
+        "enum",
+        "Raw",
+        "u8",
+        "u16",
+        "u32",
+        "u64",
+        "i64",
+        "f64",
+        "usize",
+        "invalid type",
+        "invalid value",
+        "invalid length",
+        "variant",
+        "Option",
+        "Vec",
+        "String",
+        "sequence",
+        "map",
+        "expected",
+        "`",
+        "::",
+        "line ",
+        "column",
+    ];
+    for (payload, want) in &cases {
+        let got = parse_part(payload.as_bytes(), 0, limits)
+            .expect_err(payload)
+            .error
+            .to_string();
+        assert_eq!(&got, want, "{payload}");
+        for bad in rust_isms {
+            assert!(!got.contains(bad), "{payload}: {got:?} contains {bad:?}");
+        }
+    }
+    // Nesting is skipped, not followed: deep where a value is wanted is just "an array", and in
+    // a field the contract does not name it is ignored.
+    let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+    let got = parse_part(deep.as_bytes(), 0, limits).unwrap_err().error;
+    assert_eq!(
+        got.to_string(),
+        "payload: must be a JSON object, not an array"
+    );
+    let got = parse_part(part(r#""credentials":[]"#).as_bytes(), 0, limits).unwrap();
+    assert_eq!(got.version, 7);
+    let ignored = part(&format!(
+        r#""extra":{deep},"credentials":[{{"id":"a","bits":8,"data":"01","x":{deep}}}]"#
+    ));
+    assert_eq!(
+        parse_part(ignored.as_bytes(), 0, limits)
+            .unwrap()
+            .credentials
+            .len(),
+        1
+    );
+    // Syntax errors are the JSON parser's, behind "malformed JSON", and never a Rust name.
+    for payload in [
+        "{not json",
+        "",
+        "{\"version\":1e400}",
+        "{\"a\":1}x",
+        "{\"version\":\"\\ud800\"}",
+    ] {
+        let got = parse_part(payload.as_bytes(), 0, limits)
+            .expect_err(payload)
+            .error
+            .to_string();
+        assert!(got.starts_with("malformed JSON: "), "{payload}: {got}");
+        for bad in &rust_isms[..17] {
+            assert!(!got.contains(bad), "{payload}: {got:?} contains {bad:?}");
+        }
+    }
 }

@@ -790,25 +790,17 @@ impl ReaderCtl {
         let now = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        let found = match self.store.set_blob(&self.door.id) {
+        let (reason, credential) = match self.store.set_blob(&self.door.id) {
             Ok(Some(blob)) => SetView::new(&blob)
-                .and_then(|v| v.lookup(bits, data).map(|c| c.map(|c| c.to_credential())))
+                .and_then(|v| crate::credset::decide(&v, bits, data, now))
+                .map(|(reason, c)| (reason, c.map(|c| c.id.to_owned())))
                 .unwrap_or_else(|e| {
                     warn!(door = %self.door.id, "{e}");
-                    None
+                    (AccessReason::UnknownCard, None)
                 }),
-            _ => None,
+            _ => (AccessReason::UnknownCard, None),
         };
-        let (granted, reason, credential) = match &found {
-            None => (false, AccessReason::UnknownCard, None),
-            Some(c) if c.not_before != 0 && now < u64::from(c.not_before) => {
-                (false, AccessReason::NotYetValid, Some(c.id.clone()))
-            }
-            Some(c) if c.not_after != 0 && now > u64::from(c.not_after) => {
-                (false, AccessReason::Expired, Some(c.id.clone()))
-            }
-            Some(c) => (true, AccessReason::Ok, Some(c.id.clone())),
-        };
+        let granted = reason == AccessReason::Ok;
         if granted {
             self.signals.push_back(Command::Out(vec![Out {
                 output: self.door.strike_output,

@@ -397,7 +397,7 @@ mod tests {
                 count: set.len(),
                 digest: SetDigest::of(set),
             },
-            crate::credset::encode(version, set).into(),
+            crate::credset::encode(version, set).unwrap().into(),
         )
     }
 
