@@ -17,6 +17,7 @@ use super::sync::{Line, Outcome, POLL_EVERY, SyncJob, Want, state_of};
 use crate::config::{DoorConfig, DoorMode};
 use crate::credset::SetView;
 use crate::events::{AccessReason, Event, EventKind};
+use crate::logging::ratelimit::RateLimit;
 use crate::osdp::frame::Frame;
 use crate::osdp::message::{
     Buz, CAP_COMMUNICATION_SECURITY, Command, Led, LedPermanent, LedTemporary, Manufacturer,
@@ -117,6 +118,15 @@ pub struct ReaderCtl {
     fragment_since_poll: bool,
     /// The bus's line speed, for transmit times.
     baud: u32,
+    /// Warnings that input on the line, or a damaged store, can repeat at every frame.
+    warnings: Warnings,
+}
+
+/// One [`RateLimit`] per kind of warning a reader can repeat.
+#[derive(Debug, Default)]
+struct Warnings {
+    security: RateLimit,
+    set_unreadable: RateLimit,
 }
 
 impl ReaderCtl {
@@ -162,6 +172,7 @@ impl ReaderCtl {
             announced: false,
             fragment_since_poll: false,
             baud: 9600,
+            warnings: Warnings::default(),
         }
     }
 
@@ -206,7 +217,9 @@ impl ReaderCtl {
     /// The Secure Channel failed (a bad MAC or cryptogram, a frame that could not be sealed):
     /// the handshake starts again, from sequence 0.
     pub fn security_failed(&mut self, why: &str, now: Instant) {
-        warn!(door = %self.door.id, "secure channel: {why}; starting it again");
+        if let Some(more) = self.warnings.security.check(now.into_std()) {
+            warn!(door = %self.door.id, "secure channel: {why}; starting it again{more}");
+        }
         if let Some(sc) = self.security.as_mut() {
             sc.reset();
         }
@@ -401,7 +414,9 @@ impl ReaderCtl {
             Ok(Some(blob)) => blob,
             Ok(None) => return,
             Err(e) => {
-                warn!(door = %self.door.id, "cannot read the desired set: {e}");
+                if let Some(more) = self.warnings.set_unreadable.check(now.into_std()) {
+                    warn!(door = %self.door.id, "cannot read the desired set: {e}{more}");
+                }
                 return;
             }
         };
@@ -795,7 +810,13 @@ impl ReaderCtl {
                 .and_then(|v| crate::credset::decide(&v, bits, data, now))
                 .map(|(reason, c)| (reason, c.map(|c| c.id.to_owned())))
                 .unwrap_or_else(|e| {
-                    warn!(door = %self.door.id, "{e}");
+                    if let Some(more) = self
+                        .warnings
+                        .set_unreadable
+                        .check(Instant::now().into_std())
+                    {
+                        warn!(door = %self.door.id, "{e}{more}");
+                    }
                     (AccessReason::UnknownCard, None)
                 }),
             _ => (AccessReason::UnknownCard, None),
