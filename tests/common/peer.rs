@@ -103,6 +103,8 @@ pub struct PeerOptions {
     pub vendor_code: Option<u32>,
     /// Print an `rx` line (code, security block) for every frame the peer receives.
     pub trace: bool,
+    /// Spoil the MAC of every sealed reply, printing a `bad-mac` line for each.
+    pub bad_mac: bool,
 }
 
 impl PeerOptions {
@@ -115,6 +117,7 @@ impl PeerOptions {
             scbk: None,
             vendor_code: None,
             trace: false,
+            bad_mac: false,
         }
     }
 }
@@ -168,6 +171,9 @@ impl Peer {
         }
         if opts.trace {
             cmd.arg("--trace");
+        }
+        if opts.bad_mac {
+            cmd.arg("--bad-mac");
         }
         cmd.stdin(Stdio::piped())
             .stdout(Stdio::piped())

@@ -2,7 +2,7 @@
 """An OSDP Peripheral Device built on libosdp, the independent peer of doorhub's interop tests.
 
     pd_peer.py --port PTY|pty --address N --mode stored|plain [--rx-buffer 256] [--scbk HEX]
-               [--vendor-code 0x48440A] [--log-level warning] [--trace]
+               [--vendor-code 0x48440A] [--log-level warning] [--trace] [--bad-mac]
 
 The wrapper reads the port itself and hands libosdp exactly one complete frame (SOM .. LEN bytes,
 CRC or checksum checked) per refresh, and writes each reply in one write: a libosdp PD drops a
@@ -633,7 +633,9 @@ class Peer:
     def _patch_reply(self, frame):
         """With --rx-buffer other than libosdp's fixed 256, rewrites the PDCAP receive-buffer
         record of a plain (no Secure Channel) reply, so the PD declares what the wrapper
-        enforces."""
+        enforces. With --bad-mac, spoils the MAC of every sealed reply."""
+        if self.args.bad_mac:
+            frame = self._spoil_mac(frame)
         rx = self.args.rx_buffer
         if rx == 256:
             return frame
@@ -648,6 +650,21 @@ class Peer:
                 f[6 + i + 2] = rx >> 8
         crc = crc16(f[:-2])
         f[-2], f[-1] = crc & 0xFF, crc >> 8
+        return frame[:start] + bytes(f)
+
+    def _spoil_mac(self, frame):
+        """`--bad-mac`: flips a bit of the MAC of a sealed reply (SCS_16 or SCS_18, the ones
+        that carry one) and fixes the CRC, as a rogue or broken device would answer once the
+        session is up. The handshake replies pass untouched. Prints a `bad-mac` line."""
+        start = 1 if frame[:1] == bytes([MARK]) else 0
+        f = bytearray(frame[start:])
+        if len(f) < 14 or f[0] != SOM or not f[4] & 0x08 or not f[4] & 0x04 \
+                or f[6] not in (0x16, 0x18):
+            return frame
+        f[-3] ^= 0x01  # the MAC's last byte, before the CRC
+        crc = crc16(f[:-2])
+        f[-2], f[-1] = crc & 0xFF, crc >> 8
+        emit({"event": "bad-mac", "code": f[5 + f[5]]})
         return frame[:start] + bytes(f)
 
     # -- threads --
@@ -753,6 +770,8 @@ def parse_args(argv=None):
     p.add_argument("--scbk", help="Secure Channel base key, 32 hex digits (enforces SC)")
     p.add_argument("--vendor-code", type=lambda s: int(s, 0), default=0x48440A)
     p.add_argument("--baud", type=int, default=115200)
+    p.add_argument("--bad-mac", action="store_true",
+                   help="spoil the MAC of every sealed reply (`bad-mac` lines)")
     p.add_argument("--trace", action="store_true",
                    help="print each received frame's code and security block (`rx` lines)")
     p.add_argument("--log-level", default="warning",
