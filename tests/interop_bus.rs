@@ -581,3 +581,40 @@ async fn a_replacement_reader_pairs_once_its_key_file_is_removed_and_the_config_
     daemon.shutdown();
     daemon.wait().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_reader_whose_sealed_replies_fail_their_mac_is_warned_of_once_over_many_restarts() {
+    let broker = Broker::start();
+    let key = [0x12u8; 16];
+    let mut opts = PeerOptions::new(1, Mode::Plain);
+    opts.scbk = Some(key);
+    opts.trace = true;
+    // The handshake succeeds, then every sealed reply fails its MAC: a restart per session.
+    opts.bad_mac = true;
+    let mut peer = Peer::spawn_pty(&opts).await;
+    let keys = tempfile::tempdir().unwrap();
+    let path = key_file(keys.path(), &key);
+    let hub = secure_hub(&broker, &peer, ("front", "hub", 1), &path);
+    // The binary, for its log.
+    let mut child = hub.spawn();
+    // Ten spoiled replies, each answered by a new handshake (a CHLNG after it).
+    for _ in 0..10 {
+        peer.wait_for(PEER, |v| v["event"] == "bad-mac").await;
+        peer.wait_for(PEER, |v| v["event"] == "rx" && v["code"] == CHLNG)
+            .await;
+    }
+    common::hub::signal(&child, "TERM");
+    assert_eq!(common::hub::wait_exit(&mut child, WAIT).await, Some(0));
+    let log = hub.log();
+    let warned: Vec<_> = log
+        .lines()
+        .filter(|l| l.contains("WARN") && l.contains("; starting it again"))
+        .collect();
+    // Well within a minute: the first failure only.
+    assert_eq!(warned.len(), 1, "{warned:#?}");
+    assert!(
+        warned[0].contains("the message MAC does not verify"),
+        "{}",
+        warned[0]
+    );
+}
