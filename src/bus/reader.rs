@@ -218,7 +218,7 @@ impl ReaderCtl {
     /// the handshake starts again, from sequence 0.
     pub fn security_failed(&mut self, why: &str, now: Instant) {
         if let Some(more) = self.warnings.security.check(now.into_std()) {
-            warn!(door = %self.door.id, "secure channel: {why}; starting it again{more}");
+            warn!(door = %self.door.id, "{why}; starting it again{more}");
         }
         if let Some(sc) = self.security.as_mut() {
             sc.reset();
