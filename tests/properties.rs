@@ -4,6 +4,8 @@
 //! table files a `stored` reader receives, and a `hub` door's decisions, and each result is
 //! compared with what the contract says, computed here.
 
+mod common;
+
 use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -128,22 +130,6 @@ fn without_ids(set: &[Credential]) -> Vec<Credential> {
         .collect()
 }
 
-/// The contract's digest, computed from its definition (reader-link.md, "Set digest").
-fn reference_digest(set: &[Credential]) -> SetDigest {
-    use sha2::Digest;
-    let mut acc = [0u8; 8];
-    for c in set {
-        let mut entry = vec![c.bits];
-        entry.extend_from_slice(&c.data);
-        entry.extend_from_slice(&c.not_before.to_le_bytes());
-        entry.extend_from_slice(&c.not_after.to_le_bytes());
-        for (a, b) in acc.iter_mut().zip(&sha2::Sha256::digest(&entry)[..8]) {
-            *a ^= b;
-        }
-    }
-    SetDigest(acc)
-}
-
 /// A PD's table after applying `files` (full-table parts) from empty.
 fn table_from(files: &[Vec<u8>]) -> Table {
     let mut table = Table::new(None);
@@ -152,6 +138,13 @@ fn table_from(files: &[Vec<u8>]) -> Table {
         table.apply_file(&mut staged, FULL_TABLE, f).unwrap();
     }
     table
+}
+
+/// The contract's digest, from the tests' own implementation of its definition
+/// (reader-link.md, "Set digest"), not the daemon's.
+fn reference_digest(set: &[Credential]) -> SetDigest {
+    let hex = common::hub::digest(set);
+    SetDigest(hex::decode(hex).unwrap().try_into().unwrap())
 }
 
 proptest! {

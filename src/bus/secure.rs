@@ -406,6 +406,7 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
 
     use super::*;
+    use crate::osdp::secure::assert_key_hidden;
 
     const KEY: [u8; 16] = [
         0xA7, 0x3C, 0x19, 0xE2, 0x5D, 0x80, 0x41, 0xF6, 0x0B, 0x92, 0xC8, 0x37, 0x6E, 0xD4, 0x25,
@@ -416,36 +417,23 @@ mod tests {
         0xFA,
     ];
 
-    /// Panics if `shown` holds `key` as hex (either case) or as an array (decimal or hex).
-    fn assert_hidden(shown: &str, key: &[u8; 16]) {
-        for form in [
-            hex::encode(key),
-            hex::encode_upper(key),
-            format!("{key:?}"),
-            format!("{key:x?}"),
-            format!("{key:X?}"),
-        ] {
-            assert!(!shown.contains(&form), "{form} in {shown}");
-        }
-    }
-
     #[test]
     fn debug_never_shows_key_material() {
         let mut sc = ReaderSecurity::new(KeyBytes(KEY), PathBuf::from("/k/lobby.scbk"));
-        assert_hidden(&format!("{sc:?}"), &KEY);
+        assert_key_hidden(&format!("{sc:?}"), &KEY);
         for step in [Step::Up(Some(KeyBytes(NEW))), Step::KeySent(KeyBytes(NEW))] {
-            assert_hidden(&format!("{step:?}"), &NEW);
+            assert_key_hidden(&format!("{step:?}"), &NEW);
             sc.step = step;
             let shown = format!("{sc:?}");
-            assert_hidden(&shown, &KEY);
-            assert_hidden(&shown, &NEW);
+            assert_key_hidden(&shown, &KEY);
+            assert_key_hidden(&shown, &NEW);
         }
         let keyset = sc.step().map(|n| match n {
             Next::Send(cmd) => format!("{cmd:?}"),
             Next::Ready => String::new(),
         });
         assert!(keyset.is_ok());
-        assert_hidden(&keyset.unwrap_or_default(), &NEW);
+        assert_key_hidden(&keyset.unwrap_or_default(), &NEW);
     }
 
     #[test]

@@ -972,6 +972,21 @@ impl Sealing<'_> {
     }
 }
 
+/// Panics if `shown` holds `key` as hex (either case) or as an array (decimal or hex): for the
+/// tests that key material never reaches a `Debug` output.
+#[cfg(test)]
+pub(crate) fn assert_key_hidden(shown: &str, key: &[u8; 16]) {
+    for form in [
+        hex::encode(key),
+        hex::encode_upper(key),
+        format!("{key:?}"),
+        format!("{key:x?}"),
+        format!("{key:X?}"),
+    ] {
+        assert!(!shown.contains(&form), "{form} in {shown}");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1030,17 +1045,6 @@ mod tests {
 
     #[test]
     fn debug_never_shows_key_material() {
-        let hidden = |shown: &str, key: &[u8; 16]| {
-            for form in [
-                hex::encode(key),
-                hex::encode_upper(key),
-                format!("{key:?}"),
-                format!("{key:x?}"),
-                format!("{key:X?}"),
-            ] {
-                assert!(!shown.contains(&form), "{form} in {shown}");
-            }
-        };
         let (cp, pd) = pair(Scbk::Key(KEY));
         let keys = SessionKeys::derive(&KEY, &[9; 8]);
         let shown = format!(
@@ -1051,7 +1055,7 @@ mod tests {
             pd
         );
         for key in [KEY, keys.s_enc, keys.s_mac1, keys.s_mac2] {
-            hidden(&shown, &key);
+            assert_key_hidden(&shown, &key);
         }
     }
 
