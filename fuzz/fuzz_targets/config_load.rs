@@ -1,0 +1,54 @@
+//! The config loader (`Config::load_with_env`, `Config::status_socket_with_env`) on any file
+//! text and environment. Input: the file's bytes, then optionally a NUL and environment
+//! variables, one `NAME=value` a line.
+//!
+//! The file is written into a private, empty directory made once per process, so relative
+//! paths in the input (certificates, key files) name nothing; the loader only stats and opens
+//! what a path names, reads at most a 1 KiB regular key file, and writes nothing.
+#![no_main]
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+use doorhub::config::Config;
+use libfuzzer_sys::fuzz_target;
+
+/// The directory (kept alive for the process) and the config file's path in it.
+fn config_file() -> &'static PathBuf {
+    static FILE: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
+    let (_, path) = FILE.get_or_init(|| {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let path = dir.path().join("doorhub.toml");
+        (dir, path)
+    });
+    path
+}
+
+fuzz_target!(|data: &[u8]| {
+    let (text, env) = match data.iter().position(|&b| b == 0) {
+        Some(at) => (&data[..at], &data[at + 1..]),
+        None => (data, &[][..]),
+    };
+    let env: Vec<(String, String)> = String::from_utf8_lossy(env)
+        .lines()
+        .filter_map(|line| line.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+    let path = config_file();
+    std::fs::write(path, text).expect("writing the config file");
+
+    let loaded = Config::load_with_env(path, env.clone());
+    let socket = Config::status_socket_with_env(path, env);
+    match &loaded {
+        Ok(config) => {
+            // `doorhub status` must look where the daemon listens.
+            assert_eq!(socket.as_ref().ok(), Some(&config.hub.status_socket));
+            let _ = config.mqtt.endpoint();
+            for door in &config.door {
+                let _ = door.read_scbk();
+            }
+        }
+        // Every failure says why.
+        Err(errors) => assert!(!errors.is_empty()),
+    }
+});
