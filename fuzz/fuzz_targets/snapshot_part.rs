@@ -82,7 +82,8 @@ fuzz_target!(|input: &[u8]| {
             assert_eq!(again.content_hash(), part.content_hash());
             assert_eq!(again, part);
 
-            let stored = credset::encode(part.version, &part.credentials);
+            let stored =
+                credset::encode(part.version, &part.credentials).expect("a valid part encodes");
             let view = SetView::new(&stored).expect("a stored set reads");
             let mut sorted = part.credentials.clone();
             sorted.sort_by(|a, b| (a.bits, &a.data).cmp(&(b.bits, &b.data)));

@@ -12,6 +12,7 @@ use doorhub::osdp::message::{
     Buz, CCrypt, Capability, Command, FileTransfer, FtStat, LStatR, Led, LedPermanent,
     LedTemporary, Manufacturer, NakReason, Out, PdCap, PdId, Raw, Reply,
 };
+use doorhub::osdp::secure::KeyBytes;
 use doorhub::push::file::{DELTA, FULL_TABLE, delta_file, full_table_files};
 use doorhub::push::mfg::{DEFAULT_VENDOR_CODE, MfgCommand, MfgReply};
 use doorhub::snapshot::{Credential, SetDigest};
@@ -114,7 +115,12 @@ fn commands() -> Vec<(&'static str, Command)> {
                 baud: 115_200,
             },
         ),
-        ("keyset", Command::KeySet { key: [0x5A; 16] }),
+        (
+            "keyset",
+            Command::KeySet {
+                key: KeyBytes([0x5A; 16]),
+            },
+        ),
         (
             "chlng",
             Command::Chlng {
@@ -558,9 +564,12 @@ fn config_load() -> Vec<(String, Vec<u8>)> {
 fn credset_view() -> Vec<(String, Vec<u8>)> {
     let set = small_set();
     vec![
-        named("small", credset::encode(1042, &set)),
-        named("empty", credset::encode(1, &[])),
-        named("one", credset::encode(u64::MAX, &set[..1])),
+        named("small", credset::encode(1042, &set).expect("encodes")),
+        named("empty", credset::encode(1, &[]).expect("encodes")),
+        named(
+            "one",
+            credset::encode(u64::MAX, &set[..1]).expect("encodes"),
+        ),
     ]
 }
 
