@@ -80,6 +80,33 @@ fn info_lines(log: &str) -> usize {
         .count()
 }
 
+/// Publishes `messages` back to back from one client, and waits until the broker took them all.
+async fn publish_burst(broker: &Broker, messages: Vec<(String, Vec<u8>)>) {
+    let publisher = FastPublisher::connect(&broker.endpoint(None)).await;
+    publisher.publish_all(messages).await;
+    publisher.wait_acked().await;
+}
+
+/// A valid snapshot (`version`, `per_door` credentials) for each of `n` doors that are not
+/// configured, named by `name(i)`.
+fn snapshots_for_unknown_doors(
+    n: usize,
+    version: u64,
+    per_door: usize,
+    name: impl Fn(usize) -> String,
+) -> Vec<(String, Vec<u8>)> {
+    (0..n)
+        .map(|i| {
+            let door = name(i);
+            let payload = parts(version, &credentials(&door, per_door), 1).remove(0);
+            (
+                topic(&format!("doors/{door}/desired/0")),
+                payload.into_bytes(),
+            )
+        })
+        .collect()
+}
+
 #[tokio::test]
 async fn invalid_payloads_for_unknown_doors_leave_no_record_and_few_log_lines() {
     let broker = Broker::start();
@@ -110,9 +137,7 @@ async fn invalid_payloads_for_unknown_doors_leave_no_record_and_few_log_lines() 
             )
         })
         .collect();
-    let publisher = FastPublisher::connect(&broker.endpoint(None)).await;
-    publisher.publish_all(junk).await;
-    publisher.wait_acked().await;
+    publish_burst(&broker, junk).await;
     let h = health(&mut sub, |h| h["rejected"]["invalid"] == n).await;
     assert_eq!(h["doors"]["unconfigured"], 0);
     // Still adopting for its own doors.
@@ -148,18 +173,8 @@ async fn at_most_64_unconfigured_doors_are_kept_and_a_cleared_one_stays_gone() {
     let hub = Hub::new(&broker, &[("lobby", "hub")], FAST_HEALTH);
     let daemon = hub.start();
     let mut sub = subscriber(&broker).await;
-    let burst: Vec<(String, Vec<u8>)> = (0..65)
-        .map(|i| {
-            let payload = parts(3, &credentials(&format!("u{i}"), 2), 1).remove(0);
-            (
-                topic(&format!("doors/u{i:02}/desired/0")),
-                payload.into_bytes(),
-            )
-        })
-        .collect();
-    let publisher = FastPublisher::connect(&broker.endpoint(None)).await;
-    publisher.publish_all(burst).await;
-    publisher.wait_acked().await;
+    let burst = snapshots_for_unknown_doors(65, 3, 2, |i| format!("u{i:02}"));
+    publish_burst(&broker, burst).await;
     // The broker delivers in order: the first 64 are kept, the 65th is refused and counted.
     let h = health(&mut sub, |h| {
         h["doors"]["unconfigured"] == 64 && h["rejected"]["invalid"] == 1
@@ -366,18 +381,8 @@ async fn a_burst_of_valid_snapshots_for_unknown_doors_keeps_the_store_bounded() 
     let daemon = hub.start();
     let mut sub = subscriber(&broker).await;
     let n = 3000;
-    let burst: Vec<(String, Vec<u8>)> = (0..n)
-        .map(|i| {
-            let payload = parts(1, &credentials(&format!("b{i}"), 20), 1).remove(0);
-            (
-                topic(&format!("doors/b{i:05}/desired/0")),
-                payload.into_bytes(),
-            )
-        })
-        .collect();
-    let publisher = FastPublisher::connect(&broker.endpoint(None)).await;
-    publisher.publish_all(burst).await;
-    publisher.wait_acked().await;
+    let burst = snapshots_for_unknown_doors(n as usize, 1, 20, |i| format!("b{i:05}"));
+    publish_burst(&broker, burst).await;
     health(&mut sub, |h| {
         h["doors"]["unconfigured"] == 4 && h["rejected"]["invalid"] == n - 4
     })
