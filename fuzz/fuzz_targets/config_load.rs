@@ -3,8 +3,12 @@
 //! variables, one `NAME=value` a line.
 //!
 //! The file is written into a private, empty directory made once per process, so relative
-//! paths in the input (certificates, key files) name nothing; the loader only stats and opens
-//! what a path names, reads at most a 1 KiB regular key file, and writes nothing.
+//! paths in the input (certificates, key files) name nothing. The loader stats, opens and reads
+//! (a key file at most 1 KiB) what a path names, and, as check-config must, checks that the
+//! store's and the status socket's folders can be written: it makes and removes a probe file
+//! named `.doorhub-check-PID-N` in them, or makes and removes the first missing folder. It
+//! changes nothing else, but run as root an absolute path in the input reaches the real system,
+//! so run this target on a machine (or in a container) of no value.
 #![no_main]
 
 use std::path::PathBuf;
